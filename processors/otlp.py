@@ -1,0 +1,72 @@
+"""Reading and writing attributes on OTLP protobuf messages.
+
+The processors work on the official opentelemetry-proto messages as they come off the wire, so
+that nothing is lost between receive and export; these helpers hide the ``AnyValue`` oneof.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+
+AttributeValue = str | bool | int | float | Sequence[str] | Sequence[int] | Sequence[float] | None
+
+
+def any_value_to_python(value: AnyValue) -> Any:
+    kind = value.WhichOneof("value")
+    if kind is None:
+        return None
+    if kind == "array_value":
+        return [any_value_to_python(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: any_value_to_python(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, kind)
+
+
+def python_to_any_value(value: AttributeValue) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, str):
+        return AnyValue(string_value=value)
+    if value is None:
+        return AnyValue()
+    return AnyValue(array_value=ArrayValue(values=[python_to_any_value(v) for v in value]))
+
+
+def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
+    return {kv.key: any_value_to_python(kv.value) for kv in attributes}
+
+
+def get_attribute(attributes: Iterable[KeyValue], key: str, default: Any = None) -> Any:
+    for kv in attributes:
+        if kv.key == key:
+            return any_value_to_python(kv.value)
+    return default
+
+
+def set_attributes(attributes: Any, values: Mapping[str, AttributeValue]) -> None:
+    """Set (replace or append) attributes on a repeated KeyValue field, keeping the others."""
+    pending = dict(values)
+    for kv in attributes:
+        if kv.key in pending:
+            kv.value.CopyFrom(python_to_any_value(pending.pop(kv.key)))
+    for key, value in pending.items():
+        attributes.add(key=key, value=python_to_any_value(value))
+
+
+def as_float(value: Any) -> float | None:
+    """A numeric attribute as float; None where absent or not a number (strings like '12' count)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
