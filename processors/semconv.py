@@ -45,6 +45,11 @@ GEN_AI_REQUEST_ID: Final = "gen_ai.request.id"
 GEN_AI_USAGE_INPUT_TOKENS: Final = "gen_ai.usage.input_tokens"
 GEN_AI_USAGE_OUTPUT_TOKENS: Final = "gen_ai.usage.output_tokens"
 
+#: tokens the span computed on its GPUs: the numerator of the ``tokens`` policy. Prefill: prompt
+#: tokens not served from a cache; decode: tokens generated in decode steps. When absent the join
+#: uses gen_ai.usage.input_tokens for prefill spans and gen_ai.usage.output_tokens for decode spans.
+CARBON_TOKENS: Final = "carbon.tokens"
+
 # KV-transfer span attributes (decode side of a disaggregated handoff)
 CARBON_KV_BYTES: Final = "carbon.kv.bytes"
 CARBON_KV_BLOCKS: Final = "carbon.kv.blocks"
