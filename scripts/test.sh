@@ -8,5 +8,14 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
 
+# Debian's prometheus package ships promtool (alert rule checks and unit tests in dashboards/) and
+# the prometheus server (tests marked `prometheus`). One guarded block for both; a no-op once installed.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+    as_root=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends prometheus
+fi
+
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"
