@@ -5,6 +5,9 @@ comes from :mod:`carbonspan.processors.semconv`; a renamed metric then changes t
 test that compares the committed files with this output fails until they are regenerated:
 
     python -m carbonspan.dashboards.generate
+
+Panels are built with grafana-foundation-sdk (Grafana's typed dashboard models), pinned to its
+main-line release that follows current Grafana (schemaVersion 41), not to a per-version branch.
 """
 
 from __future__ import annotations
@@ -12,19 +15,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 from carbonspan.processors import semconv as sc
-
-Json = dict[str, Any]
+from grafana_foundation_sdk.builders import bargauge, common, dashboard, prometheus, table, tempo, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as common_models
+from grafana_foundation_sdk.models import dashboard as models
+from grafana_foundation_sdk.models import tempo as tempo_models
 
 HERE = Path(__file__).parent
-#: Grafana's dashboard schema version these files are written in (Grafana 10.x/11.x/12.x import it).
-SCHEMA_VERSION = 39
 PANEL_HEIGHT = 9
 
-PROMETHEUS = {"type": "prometheus", "uid": "${prometheus}"}
-TEMPO = {"type": "tempo", "uid": "${tempo}"}
+#: every datasource is a dashboard variable, so the dashboards import into any Grafana unchanged.
+PROMETHEUS = common_models.DataSourceRef(type_val="prometheus", uid="${prometheus}")
+TEMPO = common_models.DataSourceRef(type_val="tempo", uid="${tempo}")
 
 REQUEST_CO2E = sc.PROMETHEUS_NAMES[sc.METRIC_REQUEST_CO2E]
 REQUEST_ENERGY = sc.PROMETHEUS_NAMES[sc.METRIC_REQUEST_ENERGY]
@@ -56,201 +61,162 @@ GPU = f"{GPU_ID}, {GPU_MODEL}, {REGION}"
 
 
 # --------------------------------------------------------------------------------------------
-# Panel and variable builders
+# Panel and variable builders (grafana-foundation-sdk, Grafana's own typed dashboard models)
 # --------------------------------------------------------------------------------------------
+Panel = timeseries.Panel | bargauge.Panel | table.Panel
+PanelT = TypeVar("PanelT", timeseries.Panel, bargauge.Panel, table.Panel)
+Variable = dashboard.QueryVariable | dashboard.TextBoxVariable | dashboard.DatasourceVariable
+STACKED, UNSTACKED = common_models.StackingMode.NORMAL, common_models.StackingMode.NONE
+
+
 def show(label: str) -> str:
     """A label's value in a Grafana legend."""
     return "{{" + label + "}}"
 
 
-def target(expr: str, legend: str, *, instant: bool = False) -> Json:
-    return {
-        "datasource": PROMETHEUS,
-        "expr": expr,
-        "legendFormat": legend,
-        "instant": instant,
-        "range": not instant,
-    }
+def target(expr: str, legend: str, *, ref_id: str = "A", instant: bool = False) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().ref_id(ref_id).datasource(PROMETHEUS).expr(expr).legend_format(legend)
+    return query.instant() if instant else query.range()
 
 
-def panel(kind: str, title: str, description: str, datasource: Json, **settings: Any) -> Json:
-    return {"type": kind, "title": title, "description": description, "datasource": datasource, **settings}
+def described(panel: PanelT, title: str, description: str, datasource: common_models.DataSourceRef) -> PanelT:
+    """A half-width panel with its title, description and datasource; callers add the rest."""
+    return panel.title(title).description(description).datasource(datasource).height(PANEL_HEIGHT).span(12)
 
 
-def variable(kind: str, name: str, label: str, **settings: Any) -> Json:
-    return {"type": kind, "name": name, "label": label, **settings}
-
-
-def timeseries(
-    title: str, description: str, unit: str, targets: list[Json], *, stacked: bool = False
-) -> Json:
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": PROMETHEUS,
-        "fieldConfig": {
-            "defaults": {
-                "unit": unit,
-                "custom": {"stacking": {"mode": "normal" if stacked else "none", "group": "A"}},
-            },
-            "overrides": [],
-        },
-        "options": {
-            "legend": {
-                "displayMode": "table",
-                "placement": "bottom",
-                "calcs": ["mean", "max", "lastNotNull"],
-            },
-            "tooltip": {"mode": "multi", "sort": "desc"},
-        },
-        "targets": targets,
-    }
-
-
-def bargauge(
-    title: str, description: str, unit: str, expr: str, legend: str, *, red_above: float | None = None
-) -> Json:
-    steps: list[Json] = [{"color": "green", "value": None}]
-    if red_above is not None:
-        steps.append({"color": "red", "value": red_above})
-    return panel(
-        "bargauge",
-        title,
-        description,
-        PROMETHEUS,
-        fieldConfig={
-            "defaults": {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}},
-            "overrides": [],
-        },
-        options={
-            "orientation": "horizontal",
-            "displayMode": "gradient",
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-        },
-        targets=[target(expr, legend, instant=True)],
-    )
-
-
-def traces_table(title: str, description: str, traceql: str, table_type: str) -> Json:
-    return panel(
-        "table",
-        title,
-        description,
-        TEMPO,
-        targets=[
-            {
-                "datasource": TEMPO,
-                "queryType": "traceql",
-                "query": traceql,
-                "limit": 20,
-                "spss": 3,
-                "tableType": table_type,
-            }
-        ],
-    )
-
-
-def row(title: str) -> Json:
-    return {"type": "row", "title": title, "collapsed": False, "panels": []}
-
-
-def datasource_variable(name: str, label: str, plugin: str) -> Json:
-    return variable("datasource", name, label, query=plugin, current={}, hide=0)
-
-
-def label_variable(name: str, label: str, metric: str, label_name: str) -> Json:
-    query = f"label_values({metric}, {label_name})"
-    return variable(
-        "query",
-        name,
-        label,
-        datasource=PROMETHEUS,
-        definition=query,
-        query={"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"},
-        refresh=2,
-        sort=1,
-        multi=True,
-        includeAll=True,
-        allValue=".*",
-        current={"selected": True, "text": ["All"], "value": ["$__all"]},
-    )
-
-
-def textbox_variable(name: str, label: str, default: str, description: str) -> Json:
-    return variable(
-        "textbox",
-        name,
-        label,
-        description=description,
-        query=default,
-        current={"text": default, "value": default},
-    )
-
-
-def layout(panels: list[Json]) -> list[Json]:
-    """Numbers the panels and places them left to right on Grafana's 24-column grid; a row starts
-    a new line. Panels are half the width unless they ask for another ``width``."""
-    placed: list[Json] = []
-    x = y = 0
-    for panel_id, panel in enumerate(panels, start=1):
-        attributes = {key: value for key, value in panel.items() if key != "width"}
-        if panel["type"] == "row":
-            if x:
-                x, y = 0, y + PANEL_HEIGHT
-            placed.append({"id": panel_id, "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, **attributes})
-            y += 1
-            continue
-        width = panel.get("width", 12)
-        if x + width > 24:
-            x, y = 0, y + PANEL_HEIGHT
-        placed.append(
-            {"id": panel_id, "gridPos": {"h": PANEL_HEIGHT, "w": width, "x": x, "y": y}, **attributes}
+def timeseries_panel(
+    title: str, description: str, unit: str, targets: list[prometheus.Dataquery], *, stacked: bool = False
+) -> timeseries.Panel:
+    return (
+        described(timeseries.Panel(), title, description, PROMETHEUS)
+        .unit(unit)
+        .targets(targets)
+        .stacking(common.StackingConfig().mode(STACKED if stacked else UNSTACKED))
+        .legend(
+            common.VizLegendOptions()
+            .display_mode(common_models.LegendDisplayMode.TABLE)
+            .placement(common_models.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["mean", "max", "lastNotNull"])
         )
-        x += width
-    return placed
+        .tooltip(
+            common.VizTooltipOptions()
+            .mode(common_models.TooltipDisplayMode.MULTI)
+            .sort(common_models.SortOrder.DESCENDING)
+        )
+    )
 
 
-def dashboard(uid: str, title: str, description: str, variables: list[Json], panels: list[Json]) -> Json:
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["carbonspan", "carbon", "llm"],
-        "timezone": "browser",
-        "editable": True,
-        "graphTooltip": 1,
-        "schemaVersion": SCHEMA_VERSION,
-        "version": 1,
-        "time": {"from": "now-6h", "to": "now"},
-        "refresh": "1m",
-        "annotations": {"list": []},
-        "links": [
-            {
-                "type": "dashboards",
-                "title": "carbonspan",
-                "tags": ["carbonspan"],
-                "asDropdown": False,
-                "includeVars": True,
-                "keepTime": True,
-            }
-        ],
-        "templating": {"list": variables},
-        "panels": layout(panels),
-    }
+def bargauge_panel(
+    title: str, description: str, unit: str, expr: str, legend: str, *, red_above: float | None = None
+) -> bargauge.Panel:
+    steps = [models.Threshold(value=None, color="green")]
+    if red_above is not None:
+        steps.append(models.Threshold(value=red_above, color="red"))
+    return (
+        described(bargauge.Panel(), title, description, PROMETHEUS)
+        .unit(unit)
+        .with_target(target(expr, legend, instant=True))
+        .thresholds(dashboard.ThresholdsConfig().mode(models.ThresholdsMode.ABSOLUTE).steps(steps))
+        .orientation(common_models.VizOrientation.HORIZONTAL)
+        .display_mode(common_models.BarGaugeDisplayMode.GRADIENT)
+        .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+    )
+
+
+def traces_table(
+    title: str, description: str, traceql: str, table_type: tempo_models.SearchTableType
+) -> table.Panel:
+    query = (
+        tempo.TempoQuery()
+        .datasource(TEMPO)
+        .query_type("traceql")
+        .query(traceql)
+        .limit(20)
+        .spss(3)
+        .table_type(table_type)
+    )
+    return described(table.Panel(), title, description, TEMPO).with_target(query)
+
+
+def label_variable(name: str, label: str, metric: str, label_name: str) -> dashboard.QueryVariable:
+    query = f"label_values({metric}, {label_name})"
+    return (
+        dashboard.QueryVariable(name)
+        .label(label)
+        .datasource(PROMETHEUS)
+        .query({"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"})
+        .refresh(models.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(models.VariableSort.ALPHABETICAL_ASC)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .current(models.VariableOption(selected=True, text="All", value="$__all"))
+    )
+
+
+def textbox_variable(name: str, label: str, default: str, description: str) -> dashboard.TextBoxVariable:
+    return (
+        dashboard.TextBoxVariable(name)
+        .label(label)
+        .description(description)
+        .default_value(default)
+        .current(models.VariableOption(selected=True, text=default, value=default))
+    )
+
+
+def datasource_variable(name: str, label: str, plugin: str) -> dashboard.DatasourceVariable:
+    return dashboard.DatasourceVariable(name).label(label).type(plugin)
+
+
+Section = tuple[str, list[Panel]]
+
+
+def build_dashboard(
+    uid: str, title: str, description: str, variables: list[Variable], sections: list[Section]
+) -> dashboard.Dashboard:
+    """A dashboard of rows of panels; the SDK places them on the grid, this numbers them."""
+    board = (
+        dashboard.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(["carbonspan", "carbon", "llm"])
+        .timezone("browser")
+        .editable()
+        .tooltip(models.DashboardCursorSync.CROSSHAIR)
+        .time("now-6h", "now")
+        .refresh("1m")
+        .link(
+            dashboard.DashboardLink("carbonspan")
+            .type(models.DashboardLinkType.DASHBOARDS)
+            .tags(["carbonspan"])
+            .include_vars(True)
+            .keep_time(True)
+        )
+        .variables(variables)
+    )
+    panel_id = 0
+    for row_title, panels in sections:
+        panel_id += 1
+        board = board.with_row(dashboard.Row(row_title).id(panel_id))
+        for panel in panels:
+            panel_id += 1
+            board = board.with_panel(panel.id(panel_id))
+    return board
 
 
 # --------------------------------------------------------------------------------------------
 # Queries
 # --------------------------------------------------------------------------------------------
-def quantile_targets(histogram: str, by: str) -> list[Json]:
+def quantile_targets(histogram: str, by: str) -> list[prometheus.Dataquery]:
     return [
         target(
             f"histogram_quantile({q}, sum by (le, {by}) "
             f"(rate({histogram}_bucket{REQUEST_FILTER}{RATE_WINDOW})))",
             f"p{round(q * 100)} {show(by)}",
+            ref_id=ref_id,
         )
-        for q in (0.5, 0.95)
+        for ref_id, q in (("A", 0.5), ("B", 0.95))
     ]
 
 
@@ -262,9 +228,9 @@ def ratio(numerator: str, denominator: str, by: str, window: str, scale: str = "
     )
 
 
-def per_request_panels(histogram: str, what: str, unit: str) -> list[Json]:
+def per_request_panels(histogram: str, what: str, unit: str) -> list[Panel]:
     return [
-        timeseries(
+        timeseries_panel(
             f"{what} per request by {name} (p50, p95)",
             f"Quantiles of the request roll-up's {what} per request ({histogram}), by {name}.",
             unit,
@@ -274,7 +240,7 @@ def per_request_panels(histogram: str, what: str, unit: str) -> list[Json]:
     ]
 
 
-def heaviest_traces_panels() -> list[Json]:
+def heaviest_traces_panels() -> list[Panel]:
     request_query = f"{{ span.{sc.CARBON_REQUEST_TOTAL_GCO2E} > $request_threshold }}"
     span_query = f"{{ span.{sc.CARBON_TOTAL_GCO2E} > $span_threshold }}"
     return [
@@ -284,14 +250,14 @@ def heaviest_traces_panels() -> list[Json]:
             f"TraceQL: {request_query}. Click a trace ID to open its waterfall.",
             f"{request_query} | select(span.{sc.GEN_AI_REQUEST_MODEL}, span.{sc.CARBON_REQUEST_ROUTE}, "
             f"span.{sc.CARBON_REQUEST_ENERGY_JOULES}, span.{sc.CARBON_REQUEST_QUALITY})",
-            "traces",
+            tempo_models.SearchTableType.TRACES,
         ),
         traces_table(
             "Heaviest spans (Tempo)",
             f"Spans (phases) whose own footprint exceeds $span_threshold gCO2e. TraceQL: {span_query}.",
             f"{span_query} | select(span.{sc.CARBON_PHASE}, span.{sc.CARBON_ENERGY_JOULES}, "
             f"span.{sc.CARBON_INTENSITY}, span.{sc.CARBON_QUALITY})",
-            "spans",
+            tempo_models.SearchTableType.SPANS,
         ),
     ]
 
@@ -299,7 +265,7 @@ def heaviest_traces_panels() -> list[Json]:
 # --------------------------------------------------------------------------------------------
 # Dashboards
 # --------------------------------------------------------------------------------------------
-def requests_dashboard() -> Json:
+def requests_dashboard() -> dashboard.Dashboard:
     variables = [
         datasource_variable("prometheus", "Prometheus", "prometheus"),
         datasource_variable("tempo", "Tempo", "tempo"),
@@ -314,11 +280,10 @@ def requests_dashboard() -> Json:
             "span_threshold", "Heavy span (gCO2e)", "0.5", "Spans above this many gCO2e are listed."
         ),
     ]
-    panels = [
-        row("Per request"),
+    per_request = [
         *per_request_panels(REQUEST_CO2E, "CO2e", GRAMS),
         *per_request_panels(REQUEST_ENERGY, "Energy", "joule"),
-        timeseries(
+        timeseries_panel(
             "Mean CO2e per request by model",
             "Total gCO2e of the requests finished in the interval over their number.",
             GRAMS,
@@ -330,7 +295,7 @@ def requests_dashboard() -> Json:
                 )
             ],
         ),
-        timeseries(
+        timeseries_panel(
             "Requests per second by model",
             "Requests whose roll-up completed, per second.",
             "reqps",
@@ -341,8 +306,9 @@ def requests_dashboard() -> Json:
                 )
             ],
         ),
-        row("Per token"),
-        timeseries(
+    ]
+    per_token = [
+        timeseries_panel(
             "gCO2e per 1k tokens by GPU model and region",
             "Carbon of the enriched spans over the tokens they computed, per 1000 tokens: what a "
             "token costs on each kind of GPU in each grid.",
@@ -354,7 +320,7 @@ def requests_dashboard() -> Json:
                 )
             ],
         ),
-        timeseries(
+        timeseries_panel(
             "Energy per token by GPU model and phase",
             "GPU energy of the enriched spans over the tokens they computed (J/token), by phase: "
             "prefill and decode cost differently on each GPU.",
@@ -366,8 +332,9 @@ def requests_dashboard() -> Json:
                 )
             ],
         ),
-        row("By phase"),
-        timeseries(
+    ]
+    by_phase = [
+        timeseries_panel(
             "Power attributed to requests by phase",
             "Energy of the enriched spans per second (W), stacked by phase.",
             "watt",
@@ -379,39 +346,32 @@ def requests_dashboard() -> Json:
             ],
             stacked=True,
         ),
-        {
-            **bargauge(
-                "CO2e by phase over the time range",
-                "gCO2e of the enriched spans in the dashboard's time range, by phase.",
+        *(
+            bargauge_panel(
+                f"CO2e by {name} over the time range",
+                f"gCO2e of the enriched spans in the dashboard's time range, by {name}.",
                 GRAMS,
-                f"sum by ({PHASE}) (increase({SPAN_CO2E}{FLEET_FILTER}{RANGE_WINDOW}))",
-                show(PHASE),
-            ),
-            "width": 6,
-        },
-        {
-            **bargauge(
-                "CO2e by region over the time range",
-                "gCO2e of the enriched spans in the dashboard's time range, by cloud region.",
-                GRAMS,
-                f"sum by ({REGION}) (increase({SPAN_CO2E}{FLEET_FILTER}{RANGE_WINDOW}))",
-                show(REGION),
-            ),
-            "width": 6,
-        },
-        row("Heaviest traces"),
-        *heaviest_traces_panels(),
+                f"sum by ({label}) (increase({SPAN_CO2E}{FLEET_FILTER}{RANGE_WINDOW}))",
+                show(label),
+            ).span(6)
+            for name, label in (("phase", PHASE), ("region", REGION))
+        ),
     ]
-    return dashboard(
+    return build_dashboard(
         "carbonspan-requests",
         "carbonspan / Requests",
         "Carbon and energy per LLM request, per token and per phase, with links to the heaviest traces.",
         variables,
-        panels,
+        [
+            ("Per request", per_request),
+            ("Per token", per_token),
+            ("By phase", by_phase),
+            ("Heaviest traces", heaviest_traces_panels()),
+        ],
     )
 
 
-def fleet_dashboard() -> Json:
+def fleet_dashboard() -> dashboard.Dashboard:
     variables = [
         datasource_variable("prometheus", "Prometheus", "prometheus"),
         label_variable("gpu_model", "GPU model", GPU_MEASURED, GPU_MODEL),
@@ -419,17 +379,16 @@ def fleet_dashboard() -> Json:
     ]
     idle_share_description = (
         "Idle energy over measured energy per GPU: the share of the GPU's energy drawn while no "
-        "request ran on it. The IdleShareHigh alert fires above 50% for 30 minutes."
+        "request ran on it. Red above 50%, the CarbonGpuIdleShareHigh alert's threshold."
     )
-    panels = [
-        row("GPU energy"),
-        timeseries(
+    gpu_energy = [
+        timeseries_panel(
             "Idle share per GPU",
             idle_share_description,
             "percentunit",
             [target(ratio(GPU_IDLE, GPU_MEASURED, GPU, RATE_WINDOW), f"{show(GPU_MODEL)} {show(GPU_ID)}")],
         ),
-        bargauge(
+        bargauge_panel(
             "Idle share per GPU over the time range",
             idle_share_description,
             "percentunit",
@@ -437,7 +396,7 @@ def fleet_dashboard() -> Json:
             f"{show(GPU_MODEL)} {show(GPU_ID)} ({show(REGION)})",
             red_above=0.5,
         ),
-        timeseries(
+        timeseries_panel(
             "GPU power by region: attributed vs idle",
             "Measured GPU energy per second (W), split into what the join attributed to requests "
             "and what was idle.",
@@ -446,12 +405,13 @@ def fleet_dashboard() -> Json:
                 target(
                     f"sum by ({REGION}) (rate({metric}{FLEET_FILTER}{RATE_WINDOW}))",
                     f"{show(REGION)} {kind}",
+                    ref_id=ref_id,
                 )
-                for metric, kind in ((GPU_ATTRIBUTED, "attributed"), (GPU_IDLE, "idle"))
+                for ref_id, metric, kind in (("A", GPU_ATTRIBUTED, "attributed"), ("B", GPU_IDLE, "idle"))
             ],
             stacked=True,
         ),
-        timeseries(
+        timeseries_panel(
             "Accounted share of measured energy",
             "(attributed + idle) / measured per GPU. The join's invariant keeps it at 100%; a "
             "drift means energy lost or counted twice.",
@@ -465,17 +425,18 @@ def fleet_dashboard() -> Json:
                 )
             ],
         ),
-        bargauge(
+        bargauge_panel(
             "Seconds since the newest energy sample per GPU",
-            "Age of the newest hw.energy sample the collector holds for each GPU. The "
-            "GpuEnergySamplesStale alert fires above 120 s for 5 minutes.",
+            "Age of the newest hw.energy sample the collector holds for each GPU. Red above 120 s, "
+            "the CarbonGpuEnergySamplesStale alert's threshold.",
             "s",
             f"time() - max by ({GPU}) ({GPU_LAST_SAMPLE}{FLEET_FILTER})",
             f"{show(GPU_MODEL)} {show(GPU_ID)} ({show(REGION)})",
             red_above=120,
         ),
-        row("Grid"),
-        timeseries(
+    ]
+    grid = [
+        timeseries_panel(
             "Grid carbon intensity by region",
             "gCO2e/kWh the join priced energy with, by region, grid zone and intensity source.",
             "suffix: gCO2e/kWh",
@@ -487,11 +448,11 @@ def fleet_dashboard() -> Json:
                 )
             ],
         ),
-        bargauge(
+        bargauge_panel(
             "Regions on a fallback intensity source",
-            "1 where the intensity provider fell back (live API unreachable, no data for the time): "
-            "CO2 figures there use the fallback source. The IntensityFallbackActive alert fires "
-            "after 15 minutes.",
+            "Series per region whose intensity provider fell back (live API unreachable, no data "
+            "for the time): CO2 there is priced with the fallback source. The "
+            "CarbonIntensityFallbackActive alert fires after 15 minutes of it.",
             "none",
             f'count by ({REGION}, {INTENSITY_SOURCE}) ({GRID_INTENSITY}{{{INTENSITY_FALLBACK}="true", '
             f'{REGION}=~"$region"}})',
@@ -499,23 +460,23 @@ def fleet_dashboard() -> Json:
             red_above=1,
         ),
     ]
-    return dashboard(
+    return build_dashboard(
         "carbonspan-fleet",
         "carbonspan / GPU fleet and grid",
         "Idle versus attributed GPU energy, energy sample freshness and grid carbon intensity.",
         variables,
-        panels,
+        [("GPU energy", gpu_energy), ("Grid", grid)],
     )
 
 
-DASHBOARDS: dict[str, Callable[[], Json]] = {
+DASHBOARDS: dict[str, Callable[[], dashboard.Dashboard]] = {
     "carbonspan-requests.json": requests_dashboard,
     "carbonspan-fleet.json": fleet_dashboard,
 }
 
 
-def render(build: Callable[[], Json]) -> str:
-    return json.dumps(build(), indent=2) + "\n"
+def render(build: Callable[[], dashboard.Dashboard]) -> str:
+    return json.dumps(build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 def main() -> None:

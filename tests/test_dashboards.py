@@ -119,7 +119,9 @@ def test_every_datasource_is_a_template_variable(file_name: str) -> None:
 @pytest.mark.parametrize("file_name", DASHBOARDS)
 def test_panels_have_unique_ids_and_fit_the_grid(file_name: str) -> None:
     dashboard = DASHBOARDS[file_name]
-    assert dashboard["schemaVersion"] == generate.SCHEMA_VERSION
+    assert (
+        dashboard["schemaVersion"] >= 39
+    )  # the schema of Grafana 10.x onwards, which current Grafana imports
     ids = [panel["id"] for panel in panels(dashboard)]
     assert len(ids) == len(set(ids))
     cells: set[tuple[int, int]] = set()
