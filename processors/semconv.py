@@ -105,6 +105,16 @@ QUALITIES: Final = (
     QUALITY_MISSING,
 )
 
+_QUALITY_RANK: Final = {q: i for i, q in enumerate(QUALITIES)}
+
+
+def worse_quality(current: str | None, other: str) -> str:
+    """The worse of two qualities (None counts as better than any)."""
+    if current is None or _QUALITY_RANK.get(other, len(QUALITIES)) > _QUALITY_RANK.get(current, len(QUALITIES)):
+        return other
+    return current
+
+
 #: prefix of the counterfactual attributes: ``carbon.counterfactual.<region>.gco2e``.
 CARBON_COUNTERFACTUAL_PREFIX: Final = "carbon.counterfactual."
 
