@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from carbonspan.processors.gpu_profiles import normalize_gpu_model
 from carbonspan.processors.telemetry import Telemetry
 
 
@@ -73,7 +74,7 @@ class Ledger:
             rows.append(
                 GpuLedger(
                     gpu_id=gpu_id,
-                    model=info.model if info else None,
+                    model=(normalize_gpu_model(info.model) or info.model) if info and info.model else None,
                     provider=info.provider if info else None,
                     region=info.region if info else None,
                     measured_j=account.measured_j,

@@ -149,7 +149,10 @@ class CumulativeSeries:
         t, c = self.curve()
         if len(t) == 0:
             return np.zeros(len(times_ns))
-        return np.interp(times_ns, t, c)
+        # Epoch nanoseconds do not fit a float64 exactly (~256 ns steps): interpolate on offsets.
+        base = t[0]
+        return np.interp((np.asarray(times_ns, dtype=np.int64) - base).astype(np.float64),
+                         (t - base).astype(np.float64), c)
 
     def increase(self, a_ns: int, b_ns: int) -> float:
         v = self.value_at(np.array([a_ns, b_ns], dtype=np.int64))

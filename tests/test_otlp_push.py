@@ -5,6 +5,8 @@ recorder that can be told to fail, standing in for the network only.
 """
 
 import pytest
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+
 from carbonspan.instrumentation.otlp_push import (
     PROTOCOL_GRPC,
     PROTOCOL_HTTP_PROTOBUF,
@@ -13,7 +15,6 @@ from carbonspan.instrumentation.otlp_push import (
 )
 from carbonspan.processors import semconv
 from carbonspan.processors.otlp import attributes_to_dict
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 
 class RecordingSender:

@@ -1,4 +1,5 @@
 import pytest
+
 from carbonspan.processors.gpu_profiles import known_models, normalize_gpu_model, power_profile
 
 
