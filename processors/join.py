@@ -35,6 +35,9 @@ from carbonspan.processors.ledger import GpuLedger, Ledger
 from carbonspan.processors.otlp import as_float, attributes_to_dict, get_attribute, regroup_spans, set_attributes
 from carbonspan.processors.telemetry import IngestStats, Telemetry
 
+IDLE_REPORT = "report"
+IDLE_AMORTIZE = "amortize"
+IDLE_POLICIES = (IDLE_REPORT, IDLE_AMORTIZE)
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 J_PER_KWH = 3.6e6
 #: the tokens a span computed, where it does not say so in carbon.tokens.
@@ -56,10 +59,15 @@ class JoinSettings:
     #: (cloud.provider, cloud.region) pairs: each span also says what it would have emitted there.
     counterfactual_regions: tuple[tuple[str, str], ...] = ()
     max_observations: int = 100_000
+    #: ``report``: idle energy is only reported per GPU; ``amortize``: it is also spread over the
+    #: spans, each getting idle energy in proportion to its own (see Ledger.idle_per_busy_joule).
+    idle: str = IDLE_REPORT
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.idle not in IDLE_POLICIES:
+            raise ValueError(f"idle must be one of {', '.join(IDLE_POLICIES)}, got {self.idle!r}")
         if self.deadline_ns < 0 or self.retention_ns <= 0 or self.gap_ns <= 0:
             raise ValueError("deadline must be >= 0, retention and gap > 0")
 
@@ -164,6 +172,7 @@ class CarbonJoin:
                 out.append(heapq.heappop(heap)[2])
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
             out.append(heapq.heappop(self._by_deadline)[2])
+        self.ledger.advance(self.telemetry, self._load_metric)  # idle amortisation reads it
         released = []
         for pending in out:
             if pending.released:
@@ -174,7 +183,6 @@ class CarbonJoin:
                 self._enrich(pending.span, pending.node)
             released.append(pending)
         self._compact()
-        self.ledger.advance(self.telemetry, self._load_metric)
         return regroup_spans((p.resource_spans, p.scope_spans, p.span) for p in released)
 
     def gpu_ledger(self) -> list[GpuLedger]:
@@ -277,7 +285,7 @@ class CarbonJoin:
         phase = get_attribute(span.attributes, semconv.CARBON_PHASE)
         compute = phase in semconv.COMPUTE_PHASES
         measure = self._measure(span, phase) if compute else 0.0
-        energy = embodied = 0.0
+        energy = embodied = idle = 0.0
         quality = semconv.QUALITY_MEASURED
         for gpu_id in node.gpu_ids:
             if not compute:
@@ -289,7 +297,10 @@ class CarbonJoin:
             if figure is not None:
                 embodied += figure.kgco2e * 1000.0 / (figure.lifetime_years * SECONDS_PER_YEAR) * result.gpu_seconds
             if result.quality in (semconv.QUALITY_MEASURED, semconv.QUALITY_INTERPOLATED, semconv.QUALITY_EXTRAPOLATED):
+                if self.settings.idle == IDLE_AMORTIZE:
+                    idle += result.energy_j * self.ledger.idle_per_busy_joule(gpu_id)
                 self.ledger.attribute(gpu_id, result.energy_j)
+        energy += idle
         reading = self._intensity(node.location, (a + b) // 2)
         facility_j = energy * node.pue
         operational = facility_j / J_PER_KWH * reading.gco2e_per_kwh
@@ -306,6 +317,8 @@ class CarbonJoin:
         }
         if reading.zone:
             values[semconv.CARBON_GRID_ZONE] = reading.zone
+        if self.settings.idle == IDLE_AMORTIZE:
+            values[semconv.CARBON_ENERGY_IDLE_JOULES] = idle
         for provider, region in self.settings.counterfactual_regions:
             pue, _ = self.facility.pue(provider, region)
             other = self._intensity(GridLocation(provider, region, None), (a + b) // 2)

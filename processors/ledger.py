@@ -43,6 +43,15 @@ class Ledger:
     def attribute(self, gpu_id: str, energy_j: float) -> None:
         self._accounts.setdefault(gpu_id, _Account()).attributed_j += energy_j
 
+    def idle_per_busy_joule(self, gpu_id: str) -> float:
+        """Idle energy per joule of busy energy, over the GPU's booked history: the factor that
+        spreads idle energy over the requests in proportion to their own energy."""
+        account = self._accounts.get(gpu_id)
+        if account is None:
+            return 0.0
+        busy = account.measured_j - account.idle_j
+        return account.idle_j / busy if busy > 0 else 0.0
+
     def advance(self, telemetry: Telemetry, load_metric: str) -> None:
         """Book every sampling interval whose energy and load data have both arrived."""
         for gpu_id, info in telemetry.gpus.items():

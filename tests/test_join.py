@@ -216,3 +216,17 @@ def test_counterfactual_regions_price_the_same_energy_elsewhere():
     north = attrs[semconv.counterfactual_attribute("europe-north1")]
     east = attrs[semconv.counterfactual_attribute("us-east-1")]
     assert north < attrs[semconv.CARBON_TOTAL_GCO2E] < east  # Finland's grid is cleaner, Virginia's dirtier
+
+
+def test_idle_amortisation_spreads_idle_energy_over_requests():
+    join = make_join(idle="amortize")
+    res = node_resource(["gpu-a"])
+    # 300 W from T0-1s to T0+4s; work only during [T0, T0+2s]: 600 J busy, 900 J idle
+    join.add_metrics([constant_power("gpu-a", 300.0), load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    assert attrs[semconv.CARBON_ENERGY_IDLE_JOULES] == pytest.approx(900.0, rel=1e-9)
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(1500.0, rel=1e-9)
+    (row,) = join.gpu_ledger()
+    assert (row.measured_j, row.idle_j, row.attributed_j) == pytest.approx((1500.0, 900.0, 600.0))
