@@ -221,6 +221,14 @@ class Telemetry:
         return total
 
     def load_newest_ns(self, gpu_id: str, metric: str) -> int | None:
-        """How far the GPU's load data reaches: the least advanced of its counters."""
-        newest = [s.newest_ns for s in self.load_series(gpu_id, metric) if s.newest_ns is not None]
+        """How far the GPU's load data reaches: the least advanced of its workers.
+
+        A worker is as current as its newest point of any phase: a series that did not move is
+        one the worker did no work in (a prefill worker's decode counter), not one that is late.
+        """
+        newest = []
+        for worker in self._workers_by_gpu.get(gpu_id, ()):
+            times = [s.newest_ns for s in worker.series_for(metric) if s.newest_ns is not None]
+            if times:
+                newest.append(max(times))
         return min(newest) if newest else None

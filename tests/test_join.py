@@ -230,3 +230,14 @@ def test_idle_amortisation_spreads_idle_energy_over_requests():
     assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(1500.0, rel=1e-9)
     (row,) = join.gpu_ledger()
     assert (row.measured_j, row.idle_j, row.attributed_j) == pytest.approx((1500.0, 900.0, 600.0))
+
+
+def test_a_phase_counter_that_never_moves_does_not_hold_spans_back():
+    join = make_join(deadline_ns=60 * SECOND)
+    res = node_resource(["gpu-a"])
+    join.add_metrics([constant_power("gpu-a", 300.0),
+                      load_metrics(res, [(T0, 0.0)], phase=semconv.PHASE_DECODE),  # a prefill-only worker
+                      load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0))])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join, now=T0 + 3 * SECOND)  # released on data, long before the deadline
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)
