@@ -171,6 +171,9 @@ class LiveIntensityProvider:
 
     A cached value is served for ``2 * ttl`` after it was fetched and refetched once it is
     ``ttl`` old, so a failing API degrades to the static table only after one more ``ttl``.
+    The value is the API's latest one whatever the span's ``time_ns``: spans are priced within
+    seconds of ending, far less than any grid's hourly step; replays of old data want the CSV
+    provider instead.
     """
 
     def __init__(self, source: LiveSource, table: StaticTableProvider | None = None, *,
