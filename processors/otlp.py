@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[int] | Sequence[float] | None
 
@@ -70,3 +71,22 @@ def as_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
+    """Spans that were held back, put into ResourceSpans/ScopeSpans again under the resource and
+    scope they arrived with (one group per original message, in first-seen order)."""
+    out: list[ResourceSpans] = []
+    by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
+    for src_resource, src_scope, span in items:
+        entry = by_resource.get(id(src_resource))
+        if entry is None:
+            rs = ResourceSpans(resource=src_resource.resource, schema_url=src_resource.schema_url)
+            entry = by_resource[id(src_resource)] = (rs, {})
+            out.append(rs)
+        rs, scopes = entry
+        ss = scopes.get(id(src_scope))
+        if ss is None:
+            ss = scopes[id(src_scope)] = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
+        ss.spans.append(span)
+    return out

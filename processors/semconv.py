@@ -105,6 +105,16 @@ QUALITIES: Final = (
     QUALITY_MISSING,
 )
 
+_QUALITY_RANK: Final = {q: i for i, q in enumerate(QUALITIES)}
+
+
+def worse_quality(current: str | None, other: str) -> str:
+    """The worse of two qualities (None counts as better than any)."""
+    if current is None or _QUALITY_RANK.get(other, len(QUALITIES)) > _QUALITY_RANK.get(current, len(QUALITIES)):
+        return other
+    return current
+
+
 #: prefix of the counterfactual attributes: ``carbon.counterfactual.<region>.gco2e``.
 CARBON_COUNTERFACTUAL_PREFIX: Final = "carbon.counterfactual."
 
@@ -151,8 +161,11 @@ METRIC_GPU_IDLE_ENERGY: Final = "carbon.gpu.idle_energy"  # counter, J
 METRIC_GPU_MEASURED_ENERGY: Final = "carbon.gpu.measured_energy"  # counter, J
 METRIC_GPU_LAST_SAMPLE: Final = "carbon.gpu.last_sample"  # gauge, s (unix time of newest sample)
 METRIC_GRID_INTENSITY: Final = "carbon.grid.intensity"  # gauge, gCO2e/kWh
-METRIC_REQUEST_TOKENS: Final = "carbon.request.tokens"  # counter, {token}, for gCO2e per 1k tokens
-METRIC_REQUEST_GCO2E_TOTAL: Final = "carbon.request.co2e_total"  # counter, g, by GPU model & region
+#: per enriched span, for ratios such as gCO2e per 1k tokens by GPU model and region, and energy
+#: by phase; labels: carbon.phase, hw.model, cloud.region, service.name.
+METRIC_SPAN_ENERGY: Final = "carbon.span.energy"  # counter, J
+METRIC_SPAN_CO2E: Final = "carbon.span.co2e"  # counter, g
+METRIC_SPAN_TOKENS: Final = "carbon.span.tokens"  # counter, {token}
 
 # self-observability of the collector
 METRIC_COLLECTOR_SPANS_RECEIVED: Final = "carbonspan.collector.spans.received"
@@ -178,3 +191,34 @@ UNIT_SECOND: Final = "s"
 UNIT_TOKEN: Final = "{token}"
 UNIT_INTENSITY: Final = "g/kW.h"
 UNIT_SPAN: Final = "{span}"
+
+
+# --------------------------------------------------------------------------------------------
+# Prometheus exposition names (OTel's Prometheus compatibility rules: dots become underscores,
+# the unit is appended, counters end in _total). Dashboards and alert rules use these.
+# --------------------------------------------------------------------------------------------
+PROMETHEUS_NAMES: Final = {
+    METRIC_REQUEST_CO2E: "carbon_request_co2e_grams",
+    METRIC_REQUEST_ENERGY: "carbon_request_energy_joules",
+    METRIC_GPU_ATTRIBUTED_ENERGY: "carbon_gpu_attributed_energy_joules_total",
+    METRIC_GPU_IDLE_ENERGY: "carbon_gpu_idle_energy_joules_total",
+    METRIC_GPU_MEASURED_ENERGY: "carbon_gpu_measured_energy_joules_total",
+    METRIC_GPU_LAST_SAMPLE: "carbon_gpu_last_sample_seconds",
+    METRIC_GRID_INTENSITY: "carbon_grid_intensity_gco2e_per_kwh",
+    METRIC_SPAN_ENERGY: "carbon_span_energy_joules_total",
+    METRIC_SPAN_CO2E: "carbon_span_co2e_grams_total",
+    METRIC_SPAN_TOKENS: "carbon_span_tokens_total",
+    METRIC_COLLECTOR_SPANS_RECEIVED: "carbonspan_collector_spans_received_total",
+    METRIC_COLLECTOR_SPANS_EXPORTED: "carbonspan_collector_spans_exported_total",
+    METRIC_COLLECTOR_SPANS_FLAGGED: "carbonspan_collector_spans_flagged_total",
+    METRIC_COLLECTOR_SPANS_LATE: "carbonspan_collector_spans_late_total",
+    METRIC_COLLECTOR_METRIC_POINTS_RECEIVED: "carbonspan_collector_metric_points_received_total",
+    METRIC_COLLECTOR_REJECTED: "carbonspan_collector_rejected_total",
+    METRIC_COLLECTOR_QUEUE_SIZE: "carbonspan_collector_queue_size",
+    METRIC_COLLECTOR_SPANS_PENDING: "carbonspan_collector_spans_pending",
+}
+
+
+def prometheus_label(attribute: str) -> str:
+    """Prometheus label name of an attribute key (``cloud.region`` -> ``cloud_region``)."""
+    return attribute.replace(".", "_")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from carbonspan.processors.facility import EmbodiedFigure, FacilityTables
 from carbonspan.processors.intensity import read_data_csv
 

@@ -6,6 +6,7 @@ import csv
 from datetime import UTC, datetime
 
 import pytest
+
 from carbonspan.processors.intensity import (
     CLOUD_REGIONS_FILE,
     ELECTRICITYMAPS_FILE,
