@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+
 from carbonspan.collector.intensity_config import (
     facility_from_config,
     intensity_provider_from_config,

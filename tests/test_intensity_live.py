@@ -11,6 +11,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
+
+from carbonspan.collector import intensity_live
 from carbonspan.collector.intensity_config import intensity_provider_from_config
 from carbonspan.collector.intensity_live import (
     G_PER_KWH_PER_LB_PER_MWH,
@@ -80,6 +82,11 @@ class LocalApi:
         self._ready.set()
         loop.run_forever()
         loop.run_until_complete(runner.cleanup())
+        pending = asyncio.all_tasks(loop)  # handlers still sleeping (the slow-API tests)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     def _counted(self, path: str, handler: Handler) -> Handler:
@@ -161,7 +168,8 @@ def test_401_falls_back_flagged_and_logs_an_error(table, caplog, no_refresher_le
     with LocalApi({path: electricitymaps_handler(api_key="secret")}) as api:
         with LiveIntensityProvider(ElectricityMapsSource(api.url, "wrong"), table) as live:
             live.intensity(FRANKFURT, T0)
-            wait_until(lambda: any(r.levelno == logging.ERROR for r in caplog.records))
+            wait_until(lambda: any(r.name == intensity_live.__name__ and r.levelno == logging.ERROR
+                                   for r in caplog.records))
             assert "HTTP 401" in caplog.text and "DE" in caplog.text
             reading = live.intensity(FRANKFURT, T0)
             assert reading.fallback and reading.source.startswith("electricitymaps-yearly:")
