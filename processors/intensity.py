@@ -161,12 +161,16 @@ class StaticTableProvider:
         self._tables = tables or IntensityTables.bundled()
         self._resolve = functools.lru_cache(maxsize=_RESOLVE_CACHE_SIZE)(self._resolve_uncached)
         self._grid_zone = functools.lru_cache(maxsize=_RESOLVE_CACHE_SIZE)(self._grid_zone_uncached)
+        self._fallback = functools.lru_cache(maxsize=_RESOLVE_CACHE_SIZE)(self._fallback_uncached)
 
     def intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
         return self._resolve(location)
 
     def fallback(self, location: GridLocation) -> IntensityReading:
         """The table value standing in for a provider that could not answer."""
+        return self._fallback(location)
+
+    def _fallback_uncached(self, location: GridLocation) -> IntensityReading:
         return dataclasses.replace(self._resolve(location), fallback=True)
 
     def grid_zone(self, location: GridLocation) -> str | None:
