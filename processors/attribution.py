@@ -6,14 +6,16 @@ measure in the interval (its tokens, spread evenly over the span, for the ``toke
 seconds for ``time``) and ``T_k`` the same measure summed over every worker on the GPU (from the
 load counters). When the counters agree with the spans, the shares of all spans in an interval
 add up to one, which is what makes ``attributed + idle = measured`` hold per GPU.
+
+A span touches a handful of intervals, so this is plain Python over lists: numpy's per-call
+overhead on arrays this small cost more than the arithmetic (bench/join_hotpath.py).
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
 
 from carbonspan.processors import semconv
 from carbonspan.processors.series import CumulativeSeries
@@ -26,8 +28,8 @@ POLICY_LOAD_METRIC = {
     POLICY_TIME: semconv.CARBON_WORKER_REQUEST_TIME,
 }
 
-#: load curve of a GPU at the given times, or None when no worker reports load for it.
-LoadCurve = Callable[[np.ndarray], "np.ndarray | None"]
+#: load curve of a GPU at the given sorted times, or None when no worker reports load for it.
+LoadCurve = Callable[[list[int]], "list[float] | None"]
 
 
 @dataclass(frozen=True)
@@ -38,93 +40,84 @@ class GpuAttribution:
     quality: str
 
 
-def _edges(series: CumulativeSeries, a: int, b: int) -> tuple[np.ndarray, np.ndarray, bool]:
+def _edges(series: CumulativeSeries, a: int, b: int) -> tuple[list[int], list[float], bool]:
     """Interval edges covering [a, b] and the cumulative energy at each; True if extrapolated."""
-    t, c = series.curve()
-    n = len(t)
-    i0 = int(np.searchsorted(t, a, side="right")) - 1
-    i1 = int(np.searchsorted(t, b, side="left"))
+    times, cum = series.points()
+    n = len(times)
+    i0 = bisect.bisect_right(times, a) - 1
+    i1 = bisect.bisect_left(times, b)
     lo, hi = max(i0, 0), min(i1, n - 1)
     if lo > hi:  # the whole span lies before the first or after the last sample
         lo = hi = 0 if i0 < 0 else n - 1
-    edges = list(t[lo : hi + 1])
-    cum = list(c[lo : hi + 1])
+    edges = times[lo : hi + 1]
+    values = cum[lo : hi + 1]
     extrapolated = False
-    if a < t[0]:
+    if a < times[0]:
         edges.insert(0, a)
-        cum.insert(0, c[0] - series.first_rate() * (t[0] - a) * 1e-9)
+        values.insert(0, cum[0] - series.first_rate() * (times[0] - a) * 1e-9)
         extrapolated = True
-    if b > t[-1]:
+    if b > times[-1]:
         edges.append(b)
-        cum.append(c[-1] + series.last_rate() * (b - t[-1]) * 1e-9)
+        values.append(cum[-1] + series.last_rate() * (b - times[-1]) * 1e-9)
         extrapolated = True
-    return np.asarray(edges, dtype=np.int64), np.asarray(cum, dtype=np.float64), extrapolated
+    return edges, values, extrapolated
 
 
-def span_measure_per_interval(edges: np.ndarray, a: int, b: int, measure: float) -> np.ndarray:
-    """The span's measure in each interval, spread evenly over [a, b]."""
-    overlap = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0, None).astype(np.float64)
-    if b > a:
-        return measure * overlap / (b - a)
-    inside = (edges[:-1] <= a) & (a <= edges[1:])  # a zero-length span counts where it sits
-    out = np.zeros(len(overlap))
-    if inside.any():
-        out[int(np.argmax(inside))] = measure
-    return out
-
-
-def interval_shares(span_measure: np.ndarray, load_delta: np.ndarray | None, overlap_s: np.ndarray,
-                    dt_s: np.ndarray) -> np.ndarray:
-    """Fraction of each interval's energy that is the span's.
+def _share(span_measure: float, load_delta: float | None, overlap_ns: int, dt_ns: int) -> float:
+    """Fraction of an interval's energy that is the span's.
 
     Without load counters for the GPU the span is taken to own the GPU while it runs (an upper
     bound; the docs say to run the vLLM plugin so that batches are split).
     """
     if load_delta is None:
-        return np.divide(overlap_s, dt_s, out=np.zeros_like(overlap_s), where=dt_s > 0)
-    shares = np.divide(span_measure, load_delta, out=np.zeros_like(span_measure), where=load_delta > 0)
-    return np.minimum(shares, 1.0)
+        return overlap_ns / dt_ns if dt_ns > 0 else 0.0
+    if load_delta <= 0:
+        return 0.0
+    return min(span_measure / load_delta, 1.0)
 
 
 def attribute_measured(series: CumulativeSeries, load: LoadCurve, a: int, b: int, measure: float,
                        gap_ns: int) -> GpuAttribution:
-    edges, cum, extrapolated = _edges(series, a, b)
-    energy = np.diff(cum)
-    dt = np.diff(edges)
-    dt_s = dt * 1e-9
-    overlap_s = np.clip(np.minimum(edges[1:], b) - np.maximum(edges[:-1], a), 0, None) * 1e-9
-    load_curve = load(edges)
-    load_delta = None if load_curve is None else np.diff(load_curve)
-    shares = interval_shares(span_measure_per_interval(edges, a, b, measure), load_delta, overlap_s, dt_s)
+    edges, values, extrapolated = _edges(series, a, b)
+    load_values = load(edges)
+    length = b - a
+    window = attributed = gpu_seconds = 0.0
+    gap = False
+    placed = False  # a zero-length span counts once, in the first interval that holds it
+    for k in range(len(edges) - 1):
+        t0, t1 = edges[k], edges[k + 1]
+        energy = values[k + 1] - values[k]
+        dt = t1 - t0
+        window += energy
+        gap = gap or dt > gap_ns
+        overlap = min(t1, b) - max(t0, a)
+        if length > 0:
+            if overlap <= 0:
+                continue
+            span_measure = measure * overlap / length
+        elif not placed and t0 <= a <= t1:
+            span_measure, placed = measure, True
+        else:
+            continue
+        delta = None if load_values is None else load_values[k + 1] - load_values[k]
+        share = _share(span_measure, delta, max(overlap, 0), dt)
+        attributed += energy * share
+        gpu_seconds += dt * 1e-9 * share
     if extrapolated:
         quality = semconv.QUALITY_EXTRAPOLATED
-    elif bool(np.any(dt > gap_ns)):
+    elif gap:
         quality = semconv.QUALITY_INTERPOLATED
     else:
         quality = semconv.QUALITY_MEASURED
-    return GpuAttribution(
-        energy_j=float(np.dot(energy, shares)),
-        gpu_seconds=float(np.dot(dt_s, shares)),
-        window_energy_j=float(energy.sum()),
-        quality=quality,
-    )
+    return GpuAttribution(attributed, gpu_seconds, window, quality)
 
 
 def attribute_estimated(power_w: float, load: LoadCurve, a: int, b: int, measure: float) -> GpuAttribution:
     """No energy data for the GPU: its power model over the window, shared as the counters say."""
-    edges = np.array([a, b], dtype=np.int64)
     duration_s = (b - a) * 1e-9
-    load_curve = load(edges)
-    load_delta = None if load_curve is None else np.diff(load_curve)
-    span = np.array([measure])
-    dt_s = np.array([duration_s])
-    share = interval_shares(span, load_delta, dt_s, dt_s)
-    if load_delta is not None and load_delta[0] <= 0:
-        share = np.ones(1)  # counters silent too: charge the span the whole estimate
+    load_values = load([a, b])
+    delta = None if load_values is None else load_values[1] - load_values[0]
+    # counters silent too (or absent): charge the span the whole estimate
+    share = 1.0 if not delta or delta <= 0 else _share(measure, delta, b - a, b - a)
     window = power_w * duration_s
-    return GpuAttribution(
-        energy_j=float(window * share[0]),
-        gpu_seconds=float(duration_s * share[0]),
-        window_energy_j=window,
-        quality=semconv.QUALITY_ESTIMATED,
-    )
+    return GpuAttribution(window * share, duration_s * share, window, semconv.QUALITY_ESTIMATED)

@@ -8,13 +8,13 @@ of what was known. Every span received is released exactly once; none is dropped
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
 from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -41,6 +41,7 @@ IDLE_POLICIES = (IDLE_REPORT, IDLE_AMORTIZE)
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 J_PER_KWH = 3.6e6
 #: the tokens a span computed, where it does not say so in carbon.tokens.
+_normalized_model = functools.lru_cache(maxsize=4096)(normalize_gpu_model)
 _DEFAULT_TOKENS_ATTRIBUTE = {
     semconv.PHASE_PREFILL: semconv.GEN_AI_USAGE_INPUT_TOKENS,
     semconv.PHASE_DECODE: semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
@@ -167,7 +168,8 @@ class CarbonJoin:
         out = self._ready
         self._ready = []
         for gpu_ids, heap in self._by_gpus.items():
-            watermark = min((self._watermark(g) for g in gpu_ids), default=None)
+            marks = [self._watermark(g) for g in gpu_ids]
+            watermark = None if None in marks else min(marks)
             while heap and (flush or (watermark is not None and heap[0][0] <= watermark)):
                 out.append(heapq.heappop(heap)[2])
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
@@ -244,15 +246,8 @@ class CarbonJoin:
         self._nodes[key] = node
         return node
 
-    def _measure(self, span: Span, phase: str) -> float:
-        a, b = span.start_time_unix_nano, span.end_time_unix_nano
-        if self.settings.policy != POLICY_TOKENS:
-            return max(b - a, 0) * 1e-9
-        return self._tokens(span, phase)
-
     @staticmethod
-    def _tokens(span: Span, phase: str) -> float:
-        attrs = attributes_to_dict(span.attributes)
+    def _tokens(attrs: dict, phase: str) -> float:
         tokens = as_float(attrs.get(semconv.CARBON_TOKENS))
         if tokens is None:
             fallback = _DEFAULT_TOKENS_ATTRIBUTE.get(phase, semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
@@ -262,14 +257,14 @@ class CarbonJoin:
     def _gpu_model(self, gpu_id: str, node: NodeContext) -> str | None:
         info = self.telemetry.gpus.get(gpu_id)
         name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or node.gpu_model
-        return normalize_gpu_model(name) if name else None
+        return _normalized_model(name) if name else None
 
     def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float) -> GpuAttribution:
         info = self.telemetry.gpus.get(gpu_id)
         series = info.series if info else None
         metric = self._load_metric
 
-        def load(times: np.ndarray) -> np.ndarray | None:
+        def load(times: list[int]) -> list[float] | None:
             return self.telemetry.load_at(gpu_id, metric, times)
 
         if series is not None and len(series) >= 2:
@@ -282,9 +277,11 @@ class CarbonJoin:
 
     def _enrich(self, span: Span, node: NodeContext) -> None:
         a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
-        phase = get_attribute(span.attributes, semconv.CARBON_PHASE)
+        attrs = attributes_to_dict(span.attributes)
+        phase = attrs.get(semconv.CARBON_PHASE)
         compute = phase in semconv.COMPUTE_PHASES
-        measure = self._measure(span, phase) if compute else 0.0
+        tokens = self._tokens(attrs, phase) if compute else 0.0
+        measure = tokens if self.settings.policy == POLICY_TOKENS else (b - a) * 1e-9
         energy = embodied = idle = 0.0
         quality = semconv.QUALITY_MEASURED
         for gpu_id in node.gpu_ids:
@@ -336,7 +333,7 @@ class CarbonJoin:
                     service_name=node.service_name,
                     energy_j=energy,
                     co2e_g=operational + embodied,
-                    tokens=self._tokens(span, phase),
+                    tokens=tokens,
                 )
             )
 

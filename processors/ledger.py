@@ -69,7 +69,7 @@ class Ledger:
                 continue
             edges, energy_at = times[lo:hi], cum[lo:hi]
             energy = np.diff(energy_at)
-            load = telemetry.load_at(gpu_id, load_metric, edges)
+            load = telemetry.load_at(gpu_id, load_metric, edges.tolist())
             account.measured_j += float(energy.sum())
             # No worker reports load for this GPU: none of its energy is known to be work.
             account.idle_j += float(energy.sum() if load is None else energy[np.diff(load) <= 0].sum())

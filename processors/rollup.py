@@ -103,6 +103,7 @@ class RequestRollup:
         requests = []
         settle, idle = self.settings.settle_ns, self.settings.idle_timeout_ns
         overflow = len(self._traces) - self.settings.max_traces
+        resources: dict[int, dict] = {}  # parsed resources, shared by the traces released together
         for trace_id in list(self._traces):
             trace = self._traces[trace_id]
             quiet = now_ns - trace.last_seen_ns
@@ -114,7 +115,7 @@ class RequestRollup:
             overflow -= 1
             del self._traces[trace_id]
             self._remember(trace_id)
-            requests.append(_summarise(trace_id, trace.items))
+            requests.append(_summarise(trace_id, trace.items, resources))
             items.extend(trace.items)
         return RollupOutput(spans=regroup_spans(items), requests=requests)
 
@@ -135,7 +136,8 @@ def _root(items: list[tuple[ResourceSpans, ScopeSpans, Span]]) -> Span:
     return min(orphans, key=lambda s: s.start_time_unix_nano)
 
 
-def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Span]]) -> RequestSummary:
+def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Span]],
+               resources: dict[int, dict]) -> RequestSummary:
     energy = operational = embodied = input_tokens = output_tokens = 0.0
     by_phase: dict[str, float] = {}
     by_phase_energy: dict[str, float] = {}
@@ -145,9 +147,11 @@ def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Spa
     route: list[tuple[int, str]] = []
     for rs, _, span in items:
         attrs = attributes_to_dict(span.attributes)
+        resource = resources.get(id(rs))
+        if resource is None:
+            resource = resources[id(rs)] = attributes_to_dict(rs.resource.attributes)
         model = model or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
         phase = attrs.get(semconv.CARBON_PHASE)
-        resource = attributes_to_dict(rs.resource.attributes)
         if phase in _ROUTE_PHASES:
             where = f"{resource.get(semconv.SERVICE_NAME, '?')}@{resource.get(semconv.CLOUD_REGION, '?')}"
             route.append((span.start_time_unix_nano, where))
@@ -177,7 +181,7 @@ def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Spa
         if not route_names or route_names[-1] != where:
             route_names.append(where)
     root = _root(items)
-    root_resource = next(attributes_to_dict(rs.resource.attributes) for rs, _, s in items if s is root)
+    root_resource = next(resources[id(rs)] for rs, _, s in items if s is root)
     summary = RequestSummary(
         trace_id=trace_id,
         model=model,

@@ -46,6 +46,7 @@ class CumulativeSeries:
         "_anchor",
         "_cum_times",
         "_cum",
+        "_cum_list",
         "_dirty",
         "resets",
         "duplicates",
@@ -61,6 +62,7 @@ class CumulativeSeries:
         self._anchor = 0.0  # curve value at _times[0]
         self._cum_times = np.empty(0, dtype=np.int64)
         self._cum = np.empty(0, dtype=np.float64)
+        self._cum_list: list[float] = []
         self._dirty = False
         self.resets = 0
         self.duplicates = 0
@@ -99,7 +101,7 @@ class CumulativeSeries:
     def _trim(self) -> None:
         times = self._times
         cutoff = times[-1] - self.retention_ns
-        if times[0] >= cutoff:
+        if times[0] >= cutoff - self.retention_ns // 8:  # trim in chunks: each trim rebuilds the curve
             return
         k = bisect.bisect_left(times, cutoff)
         self._rebuild()
@@ -125,7 +127,7 @@ class CumulativeSeries:
             cum[0] = self._anchor
             np.cumsum(inc, out=cum[1:])
             cum[1:] += self._anchor
-        self._cum_times, self._cum, self._dirty = t, cum, False
+        self._cum_times, self._cum, self._cum_list, self._dirty = t, cum, cum.tolist(), False
 
     # ------------------------------------------------------------------ queries
     def __len__(self) -> int:
@@ -143,6 +145,30 @@ class CumulativeSeries:
         """(times, cumulative values): the normalised monotonic curve."""
         self._rebuild()
         return self._cum_times, self._cum
+
+    def points(self) -> tuple[list[int], list[float]]:
+        """(times, cumulative values) as lists: cheaper than arrays for the few points a span touches."""
+        self._rebuild()
+        return self._times, self._cum_list
+
+    def values_at(self, times_ns: list[int]) -> list[float]:
+        """Curve value at each (sorted) time, held flat outside the sampled range; pure Python."""
+        times, cum = self.points()
+        n = len(times)
+        if n == 0:
+            return [0.0] * len(times_ns)
+        out = []
+        for t in times_ns:
+            i = bisect.bisect_right(times, t)
+            if i == 0:
+                out.append(cum[0])
+            elif i == n:
+                out.append(cum[-1])
+            else:
+                t0, t1 = times[i - 1], times[i]
+                c0 = cum[i - 1]
+                out.append(c0 + (cum[i] - c0) * (t - t0) / (t1 - t0))
+        return out
 
     def value_at(self, times_ns: np.ndarray) -> np.ndarray:
         """Curve value at each time; held flat outside the sampled range (no extrapolation)."""

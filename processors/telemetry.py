@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import numpy as np
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
     NumberDataPoint,
@@ -210,14 +209,14 @@ class Telemetry:
         """Every counter of ``metric`` (all phases, all workers) that counts work on the GPU."""
         return [s for w in self._workers_by_gpu.get(gpu_id, ()) for s in w.series_for(metric)]
 
-    def load_at(self, gpu_id: str, metric: str, times_ns: np.ndarray) -> np.ndarray | None:
+    def load_at(self, gpu_id: str, metric: str, times_ns: list[int]) -> list[float] | None:
         """Total work done on the GPU up to each time; None when no worker reports for it."""
         series = self.load_series(gpu_id, metric)
         if not series:
             return None
-        total = np.zeros(len(times_ns))
-        for s in series:
-            total += s.value_at(times_ns)
+        total = series[0].values_at(times_ns)
+        for s in series[1:]:
+            total = [x + y for x, y in zip(total, s.values_at(times_ns), strict=True)]
         return total
 
     def load_newest_ns(self, gpu_id: str, metric: str) -> int | None:

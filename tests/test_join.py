@@ -148,7 +148,7 @@ def test_span_waits_for_energy_data_covering_its_end():
 
 def test_span_whose_data_never_comes_is_exported_flagged():
     join = make_join(deadline_ns=5 * SECOND)
-    unknown = node_resource(["gpu-unknown"], instance="w1")
+    unknown = node_resource(["gpu-unknown-0", "gpu-unknown-1"], instance="w1")  # TP=2, no data for either
     known_model = node_resource(["gpu-l4"], instance="w2", **{semconv.CARBON_GPU_MODEL: "NVIDIA L4"})
     join.add_spans([spans(unknown, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + SECOND, tokens=10)]),
                     spans(known_model, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + SECOND, tokens=10)])], T0)

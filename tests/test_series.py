@@ -12,7 +12,7 @@ def test_retention_drops_old_samples_but_keeps_the_curve_continuous():
     series = CumulativeSeries(SeriesKind.COUNTER, retention_ns=10 * SECOND)
     for i in range(61):
         series.add(T0 + i * SECOND, 100.0 * i)
-    assert len(series) == 11 and series.oldest_ns == T0 + 50 * SECOND
+    assert 11 <= len(series) <= 13 and series.oldest_ns >= T0 + 48 * SECOND  # trimmed in chunks
     assert series.increase(T0 + 55 * SECOND, T0 + 60 * SECOND) == pytest.approx(500.0)
     assert not series.add(T0, 0.0).accepted and series.too_old == 1
 
