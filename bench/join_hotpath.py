@@ -36,12 +36,13 @@ def workload(requests: int, rate_per_s: float):
     """(metrics, span batches) for `requests` requests arriving at `rate_per_s`."""
     horizon = int(requests / rate_per_s * SECOND) + 5 * SECOND
     grid = range(T0 - SECOND, T0 + horizon, 100 * MS)
-    metrics = [energy_metrics(g, [(t, 400.0 * (t - T0 + SECOND) / SECOND) for t in grid]) for g in PREFILL_GPUS + DECODE_GPUS]
+    metrics = [energy_metrics(g, [(t, 400.0 * (t - T0 + SECOND) / SECOND) for t in grid])
+               for g in PREFILL_GPUS + DECODE_GPUS]
     prefill_res = node_resource(PREFILL_GPUS, service="prefill", instance="p", region="us-east-1")
     decode_res = node_resource(DECODE_GPUS, service="decode", instance="d", provider="gcp", region="europe-north1")
-    per_s = rate_per_s
-    metrics += [load_metrics(prefill_res, [(t, per_s * 512 * (t - T0) / SECOND) for t in grid]),
-                load_metrics(decode_res, [(t, per_s * 128 * (t - T0) / SECOND) for t in grid], phase=semconv.PHASE_DECODE)]
+    metrics += [load_metrics(prefill_res, [(t, rate_per_s * 512 * (t - T0) / SECOND) for t in grid]),
+                load_metrics(decode_res, [(t, rate_per_s * 128 * (t - T0) / SECOND) for t in grid],
+                             phase=semconv.PHASE_DECODE)]
     batches = []
     prefill_specs, decode_specs = [], []
     for i in range(requests):
@@ -49,7 +50,8 @@ def workload(requests: int, rate_per_s: float):
         trace, root = os.urandom(16), os.urandom(8)
         common = {semconv.GEN_AI_USAGE_INPUT_TOKENS: 512, semconv.GEN_AI_USAGE_OUTPUT_TOKENS: 128}
         prefill_specs += [
-            SpanSpec(semconv.PHASE_QUEUE, start, start + 5 * MS, trace_id=trace, parent_span_id=root, attributes=common),
+            SpanSpec(semconv.PHASE_QUEUE, start, start + 5 * MS, trace_id=trace, parent_span_id=root,
+                     attributes=common),
             SpanSpec(semconv.PHASE_PREFILL, start + 5 * MS, start + 80 * MS, 512, trace_id=trace, parent_span_id=root,
                      attributes=common),
         ]
@@ -94,7 +96,8 @@ def main() -> None:
     out += sum(len(ss.spans) for rs in rollup.release(T0 + horizon, flush=True).spans for ss in rs.scope_spans)
     elapsed = time.perf_counter() - started
     assert out == n_spans, (out, n_spans)
-    print(f"spans: {n_spans}  elapsed: {elapsed:.2f} s  throughput: {n_spans / elapsed:,.0f} spans/s (join + roll-up, one core)")
+    print(f"spans: {n_spans}  elapsed: {elapsed:.2f} s  "
+          f"throughput: {n_spans / elapsed:,.0f} spans/s (join + roll-up, one core)")
     print(f"spans held at peak: {held}  max RSS: {rss_held / 1024:.0f} MB (before spans: {rss_before / 1024:.0f} MB)")
 
 

@@ -27,8 +27,6 @@ from urllib.parse import urlparse
 
 import grpc
 import requests
-from carbonspan.processors.otlp import AttributeValue, python_to_any_value
-from carbonspan.processors.semconv import SERVICE_NAME
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -64,6 +62,9 @@ from opentelemetry.sdk.environment_variables import (
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.util.re import parse_env_headers
+
+from carbonspan.processors.otlp import AttributeValue, python_to_any_value
+from carbonspan.processors.semconv import SERVICE_NAME
 
 logger = logging.getLogger(__name__)
 
