@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[int] | Sequence[float] | None
 
@@ -25,18 +26,29 @@ def any_value_to_python(value: AnyValue) -> Any:
     return getattr(value, kind)
 
 
-def python_to_any_value(value: AttributeValue) -> AnyValue:
+def assign_any_value(target: AnyValue, value: AttributeValue) -> None:
+    """Write a Python value into an AnyValue in place (no intermediate message to copy)."""
     if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if value is None:
-        return AnyValue()
-    return AnyValue(array_value=ArrayValue(values=[python_to_any_value(v) for v in value]))
+        target.bool_value = value
+    elif isinstance(value, int):
+        target.int_value = value
+    elif isinstance(value, float):
+        target.double_value = value
+    elif isinstance(value, str):
+        target.string_value = value
+    elif value is None:
+        target.Clear()
+    else:
+        array = target.array_value
+        del array.values[:]
+        for item in value:
+            assign_any_value(array.values.add(), item)
+
+
+def python_to_any_value(value: AttributeValue) -> AnyValue:
+    out = AnyValue()
+    assign_any_value(out, value)
+    return out
 
 
 def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
@@ -55,9 +67,10 @@ def set_attributes(attributes: Any, values: Mapping[str, AttributeValue]) -> Non
     pending = dict(values)
     for kv in attributes:
         if kv.key in pending:
-            kv.value.CopyFrom(python_to_any_value(pending.pop(kv.key)))
+            kv.value.Clear()
+            assign_any_value(kv.value, pending.pop(kv.key))
     for key, value in pending.items():
-        attributes.add(key=key, value=python_to_any_value(value))
+        assign_any_value(attributes.add(key=key).value, value)
 
 
 def as_float(value: Any) -> float | None:
@@ -70,3 +83,22 @@ def as_float(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
+    """Spans that were held back, put into ResourceSpans/ScopeSpans again under the resource and
+    scope they arrived with (one group per original message, in first-seen order)."""
+    out: list[ResourceSpans] = []
+    by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
+    for src_resource, src_scope, span in items:
+        entry = by_resource.get(id(src_resource))
+        if entry is None:
+            rs = ResourceSpans(resource=src_resource.resource, schema_url=src_resource.schema_url)
+            entry = by_resource[id(src_resource)] = (rs, {})
+            out.append(rs)
+        rs, scopes = entry
+        ss = scopes.get(id(src_scope))
+        if ss is None:
+            ss = scopes[id(src_scope)] = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
+        ss.spans.append(span)
+    return out

@@ -78,6 +78,8 @@ CARBON_WORKER_REQUEST_TIME: Final = "carbon.worker.request_time"
 # Span attributes written by the carbon join (outputs, on every span)
 # --------------------------------------------------------------------------------------------
 CARBON_ENERGY_JOULES: Final = "carbon.energy.joules"
+#: with idle amortisation on: the part of carbon.energy.joules that is the GPUs' idle energy.
+CARBON_ENERGY_IDLE_JOULES: Final = "carbon.energy.idle_joules"
 CARBON_ENERGY_FACILITY_JOULES: Final = "carbon.energy.facility_joules"
 CARBON_PUE: Final = "carbon.pue"
 CARBON_INTENSITY: Final = "carbon.intensity.gco2e_per_kwh"
@@ -104,6 +106,16 @@ QUALITIES: Final = (
     QUALITY_ESTIMATED,
     QUALITY_MISSING,
 )
+
+_QUALITY_RANK: Final = {q: i for i, q in enumerate(QUALITIES)}
+
+
+def worse_quality(current: str | None, other: str) -> str:
+    """The worse of two qualities (None counts as better than any)."""
+    if current is None or _QUALITY_RANK.get(other, len(QUALITIES)) > _QUALITY_RANK.get(current, len(QUALITIES)):
+        return other
+    return current
+
 
 #: prefix of the counterfactual attributes: ``carbon.counterfactual.<region>.gco2e``.
 CARBON_COUNTERFACTUAL_PREFIX: Final = "carbon.counterfactual."

@@ -1,0 +1,346 @@
+"""The carbon join: each span gets the energy its GPUs drew while it ran, its share of it, and
+the CO2e of that energy in its region at that time, plus the GPUs' embodied carbon.
+
+Spans wait until the energy and load data covering their end has arrived (data watermark) or
+until their deadline passes (injected clock), then go out enriched and flagged with the quality
+of what was known. Every span received is released exactly once; none is dropped.
+"""
+
+from __future__ import annotations
+
+import functools
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
+
+from carbonspan.processors import semconv
+from carbonspan.processors.attribution import (
+    POLICIES,
+    POLICY_LOAD_METRIC,
+    POLICY_TOKENS,
+    GpuAttribution,
+    attribute_estimated,
+    attribute_measured,
+)
+from carbonspan.processors.facility import FacilityTables
+from carbonspan.processors.gpu_profiles import normalize_gpu_model, power_profile
+from carbonspan.processors.intensity import GridLocation, IntensityProvider, IntensityReading
+from carbonspan.processors.ledger import GpuLedger, Ledger
+from carbonspan.processors.otlp import as_float, attributes_to_dict, get_attribute, regroup_spans, set_attributes
+from carbonspan.processors.telemetry import IngestStats, Telemetry
+
+IDLE_REPORT = "report"
+IDLE_AMORTIZE = "amortize"
+IDLE_POLICIES = (IDLE_REPORT, IDLE_AMORTIZE)
+SECONDS_PER_YEAR = 365.25 * 24 * 3600
+J_PER_KWH = 3.6e6
+#: the tokens a span computed, where it does not say so in carbon.tokens.
+_normalized_model = functools.lru_cache(maxsize=4096)(normalize_gpu_model)
+_DEFAULT_TOKENS_ATTRIBUTE = {
+    semconv.PHASE_PREFILL: semconv.GEN_AI_USAGE_INPUT_TOKENS,
+    semconv.PHASE_DECODE: semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
+}
+
+
+@dataclass(frozen=True)
+class JoinSettings:
+    policy: str = POLICY_TOKENS
+    deadline_ns: int = 10 * 10**9
+    retention_ns: int = 900 * 10**9
+    #: a sampling interval longer than this inside a span's window makes it ``interpolated``.
+    gap_ns: int = 2 * 10**9
+    #: GPU UUID -> model, for GPUs whose model no metric or resource names.
+    gpu_models: Mapping[str, str] = field(default_factory=dict)
+    #: (cloud.provider, cloud.region) pairs: each span also says what it would have emitted there.
+    counterfactual_regions: tuple[tuple[str, str], ...] = ()
+    max_observations: int = 100_000
+    #: ``report``: idle energy is only reported per GPU; ``amortize``: it is also spread over the
+    #: spans, each getting idle energy in proportion to its own (see Ledger.idle_per_busy_joule).
+    idle: str = IDLE_REPORT
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {self.policy!r}")
+        if self.idle not in IDLE_POLICIES:
+            raise ValueError(f"idle must be one of {', '.join(IDLE_POLICIES)}, got {self.idle!r}")
+        if self.deadline_ns < 0 or self.retention_ns <= 0 or self.gap_ns <= 0:
+            raise ValueError("deadline must be >= 0, retention and gap > 0")
+
+
+@dataclass(frozen=True)
+class NodeContext:
+    """What a span's resource says about where it ran, parsed once per distinct resource."""
+
+    gpu_ids: tuple[str, ...]
+    gpu_model: str | None
+    service_name: str | None
+    location: GridLocation
+    pue: float
+    pue_source: str
+
+
+@dataclass(frozen=True)
+class SpanObservation:
+    """One enriched span, for the per-span counters (energy by phase, gCO2e per token...)."""
+
+    phase: str
+    gpu_model: str | None
+    provider: str | None
+    region: str | None
+    service_name: str | None
+    energy_j: float
+    co2e_g: float
+    tokens: float
+
+
+@dataclass(frozen=True)
+class GridReadingRow:
+    provider: str | None
+    region: str | None
+    zone: str | None
+    gco2e_per_kwh: float
+    source: str
+    fallback: bool
+
+
+@dataclass(eq=False)
+class _Pending:
+    span: Span
+    node: NodeContext | None
+    resource_spans: ResourceSpans
+    scope_spans: ScopeSpans
+    deadline_ns: int
+    released: bool = False
+
+
+class CarbonJoin:
+    def __init__(self, settings: JoinSettings, intensity: IntensityProvider, facility: FacilityTables) -> None:
+        self.settings = settings
+        self.intensity = intensity
+        self.facility = facility
+        self.telemetry = Telemetry(settings.retention_ns)
+        self.ledger = Ledger()
+        self._load_metric = POLICY_LOAD_METRIC[settings.policy]
+        self._nodes: dict[bytes, NodeContext | None] = {}
+        self._by_gpus: dict[tuple[str, ...], list[tuple[int, int, _Pending]]] = {}
+        self._by_deadline: list[tuple[int, int, _Pending]] = []
+        self._ready: list[_Pending] = []
+        self._seq = itertools.count()
+        self._pending = 0
+        self._observations: deque[SpanObservation] = deque(maxlen=settings.max_observations)
+        self._grid: dict[tuple, GridReadingRow] = {}
+        self.spans_flagged = 0
+
+    # ------------------------------------------------------------------ input
+    def add_metrics(self, resource_metrics: Iterable[ResourceMetrics]) -> IngestStats:
+        return self.telemetry.add(resource_metrics)
+
+    def add_spans(self, resource_spans: Iterable[ResourceSpans], now_ns: int) -> int:
+        count = 0
+        for rs in resource_spans:
+            node = self._node(rs.resource)
+            for ss in rs.scope_spans:
+                for span in ss.spans:
+                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns)
+                    count += 1
+                    self._pending += 1
+                    if node is None or not self._needs_energy(span):
+                        self._ready.append(pending)  # nothing to wait for
+                        continue
+                    seq = next(self._seq)
+                    heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (span.end_time_unix_nano, seq, pending))
+                    heapq.heappush(self._by_deadline, (pending.deadline_ns, seq, pending))
+        return count
+
+    @property
+    def pending_spans(self) -> int:
+        return self._pending
+
+    # ------------------------------------------------------------------ output
+    def release(self, now_ns: int, flush: bool = False) -> list[ResourceSpans]:
+        """Enrich and return every span whose data has arrived, whose deadline passed, or all."""
+        out = self._ready
+        self._ready = []
+        for gpu_ids, heap in self._by_gpus.items():
+            marks = [self._watermark(g) for g in gpu_ids]
+            watermark = None if None in marks else min(marks)
+            while heap and (flush or (watermark is not None and heap[0][0] <= watermark)):
+                out.append(heapq.heappop(heap)[2])
+        while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
+            out.append(heapq.heappop(self._by_deadline)[2])
+        self.ledger.advance(self.telemetry, self._load_metric)  # idle amortisation reads it
+        released = []
+        for pending in out:
+            if pending.released:
+                continue
+            pending.released = True
+            self._pending -= 1
+            if pending.node is not None:
+                self._enrich(pending.span, pending.node)
+            released.append(pending)
+        self._compact()
+        return regroup_spans((p.resource_spans, p.scope_spans, p.span) for p in released)
+
+    def gpu_ledger(self) -> list[GpuLedger]:
+        return self.ledger.rows(self.telemetry)
+
+    def grid_readings(self) -> list[GridReadingRow]:
+        return list(self._grid.values())
+
+    def span_observations(self) -> list[SpanObservation]:
+        drained = list(self._observations)
+        self._observations.clear()
+        return drained
+
+    # ------------------------------------------------------------------ internals
+    def _compact(self) -> None:
+        """Drop heap entries of spans already released through the other heap."""
+        if len(self._by_deadline) > 2 * self._pending + 1024:
+            self._by_deadline = [e for e in self._by_deadline if not e[2].released]
+            heapq.heapify(self._by_deadline)
+        for key, heap in list(self._by_gpus.items()):
+            if not heap:
+                del self._by_gpus[key]
+            elif len(heap) > 2 * self._pending + 1024:
+                self._by_gpus[key] = [e for e in heap if not e[2].released]
+                heapq.heapify(self._by_gpus[key])
+
+    def _watermark(self, gpu_id: str) -> int | None:
+        info = self.telemetry.gpus.get(gpu_id)
+        series = info.series if info else None
+        if series is None:
+            return None
+        load_newest = self.telemetry.load_newest_ns(gpu_id, self._load_metric)
+        return series.newest_ns if load_newest is None else min(series.newest_ns, load_newest)
+
+    @staticmethod
+    def _needs_energy(span: Span) -> bool:
+        return get_attribute(span.attributes, semconv.CARBON_PHASE) in semconv.COMPUTE_PHASES
+
+    def _node(self, resource: Resource) -> NodeContext | None:
+        key = resource.SerializeToString(deterministic=True)
+        if key in self._nodes:
+            return self._nodes[key]
+        attrs = attributes_to_dict(resource.attributes)
+        gpu_ids = attrs.get(semconv.CARBON_GPU_IDS)
+        node = None
+        if gpu_ids:
+            provider, region = attrs.get(semconv.CLOUD_PROVIDER), attrs.get(semconv.CLOUD_REGION)
+            pue, pue_source = self.facility.pue(provider, region)
+            node = NodeContext(
+                gpu_ids=tuple(str(g) for g in (gpu_ids if isinstance(gpu_ids, list) else [gpu_ids])),
+                gpu_model=attrs.get(semconv.CARBON_GPU_MODEL),
+                service_name=attrs.get(semconv.SERVICE_NAME),
+                location=GridLocation(provider=provider, region=region, zone=attrs.get(semconv.CARBON_GRID_ZONE)),
+                pue=pue,
+                pue_source=pue_source,
+            )
+        if len(self._nodes) > 10_000:  # bounded: resources are few, but never trust input
+            self._nodes.clear()
+        self._nodes[key] = node
+        return node
+
+    @staticmethod
+    def _tokens(attrs: dict, phase: str) -> float:
+        tokens = as_float(attrs.get(semconv.CARBON_TOKENS))
+        if tokens is None:
+            fallback = _DEFAULT_TOKENS_ATTRIBUTE.get(phase, semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
+            tokens = as_float(attrs.get(fallback))
+        return max(tokens or 0.0, 0.0)
+
+    def _gpu_model(self, gpu_id: str, node: NodeContext) -> str | None:
+        info = self.telemetry.gpus.get(gpu_id)
+        name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or node.gpu_model
+        return _normalized_model(name) if name else None
+
+    def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float) -> GpuAttribution:
+        info = self.telemetry.gpus.get(gpu_id)
+        series = info.series if info else None
+        metric = self._load_metric
+
+        def load(times: list[int]) -> list[float] | None:
+            return self.telemetry.load_at(gpu_id, metric, times)
+
+        if series is not None and len(series) >= 2:
+            return attribute_measured(series, load, a, b, measure, self.settings.gap_ns)
+        profile = power_profile(self._gpu_model(gpu_id, node) or "")
+        if profile is not None:
+            # Documented assumption: a GPU serving requests draws midway between idle and max.
+            return attribute_estimated((profile.idle_w + profile.max_w) / 2, load, a, b, measure)
+        return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
+
+    def _enrich(self, span: Span, node: NodeContext) -> None:
+        a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
+        attrs = attributes_to_dict(span.attributes)
+        phase = attrs.get(semconv.CARBON_PHASE)
+        compute = phase in semconv.COMPUTE_PHASES
+        tokens = self._tokens(attrs, phase) if compute else 0.0
+        measure = tokens if self.settings.policy == POLICY_TOKENS else (b - a) * 1e-9
+        energy = embodied = idle = 0.0
+        quality = semconv.QUALITY_MEASURED
+        for gpu_id in node.gpu_ids:
+            if not compute:
+                break
+            result = self._attribute(gpu_id, node, a, b, measure)
+            energy += result.energy_j
+            quality = semconv.worse_quality(quality, result.quality)
+            figure = self.facility.embodied(self._gpu_model(gpu_id, node))
+            if figure is not None:
+                embodied += figure.kgco2e * 1000.0 / (figure.lifetime_years * SECONDS_PER_YEAR) * result.gpu_seconds
+            if result.quality in (semconv.QUALITY_MEASURED, semconv.QUALITY_INTERPOLATED, semconv.QUALITY_EXTRAPOLATED):
+                if self.settings.idle == IDLE_AMORTIZE:
+                    idle += result.energy_j * self.ledger.idle_per_busy_joule(gpu_id)
+                self.ledger.attribute(gpu_id, result.energy_j)
+        energy += idle
+        reading = self._intensity(node.location, (a + b) // 2)
+        facility_j = energy * node.pue
+        operational = facility_j / J_PER_KWH * reading.gco2e_per_kwh
+        values: dict = {
+            semconv.CARBON_ENERGY_JOULES: energy,
+            semconv.CARBON_ENERGY_FACILITY_JOULES: facility_j,
+            semconv.CARBON_PUE: node.pue,
+            semconv.CARBON_INTENSITY: reading.gco2e_per_kwh,
+            semconv.CARBON_INTENSITY_SOURCE: reading.source,
+            semconv.CARBON_OPERATIONAL_GCO2E: operational,
+            semconv.CARBON_EMBODIED_GCO2E: embodied,
+            semconv.CARBON_TOTAL_GCO2E: operational + embodied,
+            semconv.CARBON_QUALITY: quality,
+        }
+        if reading.zone:
+            values[semconv.CARBON_GRID_ZONE] = reading.zone
+        if self.settings.idle == IDLE_AMORTIZE:
+            values[semconv.CARBON_ENERGY_IDLE_JOULES] = idle
+        for provider, region in self.settings.counterfactual_regions:
+            pue, _ = self.facility.pue(provider, region)
+            other = self._intensity(GridLocation(provider, region, None), (a + b) // 2)
+            values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
+        set_attributes(span.attributes, values)
+        if quality != semconv.QUALITY_MEASURED:
+            self.spans_flagged += 1
+        if compute:
+            self._observations.append(
+                SpanObservation(
+                    phase=phase,
+                    gpu_model=self._gpu_model(node.gpu_ids[0], node),
+                    provider=node.location.provider,
+                    region=node.location.region,
+                    service_name=node.service_name,
+                    energy_j=energy,
+                    co2e_g=operational + embodied,
+                    tokens=tokens,
+                )
+            )
+
+    def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
+        reading = self.intensity.intensity(location, time_ns)
+        key = (location.provider, location.region, location.zone)
+        self._grid[key] = GridReadingRow(
+            location.provider, location.region, reading.zone, reading.gco2e_per_kwh, reading.source, reading.fallback
+        )
+        return reading

@@ -1,0 +1,243 @@
+"""The carbon join on real OTLP messages, with the bundled intensity and facility tables."""
+
+from __future__ import annotations
+
+import csv
+import random
+
+import pytest
+from otlp_data import (
+    SECOND,
+    T0,
+    SpanSpec,
+    all_spans,
+    energy_metrics,
+    load_metrics,
+    node_resource,
+    power_metrics,
+    ramp,
+    spans,
+)
+
+from carbonspan.processors import semconv
+from carbonspan.processors.facility import FacilityTables
+from carbonspan.processors.intensity import StaticTableProvider, data_path
+from carbonspan.processors.join import CarbonJoin, JoinSettings
+from carbonspan.processors.otlp import attributes_to_dict
+
+MS = 1_000_000
+
+
+def make_join(**settings) -> CarbonJoin:
+    return CarbonJoin(JoinSettings(**settings), StaticTableProvider(), FacilityTables.default())
+
+
+def constant_power(gpu: str, watts: float, start: int = T0 - SECOND, end: int = T0 + 4 * SECOND, **kw):
+    return energy_metrics(gpu, ramp(start, end, 100 * MS, watts, base=1000.0), **kw)
+
+
+def enriched(join: CarbonJoin, now: int = T0 + 60 * SECOND, flush: bool = False) -> list[dict]:
+    return [attributes_to_dict(span.attributes) for _, span in all_spans(join.release(now, flush=flush))]
+
+
+def test_lone_request_at_300_w_for_2_s_gets_600_j():
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    join.add_metrics([constant_power("gpu-a", 300.0),
+                      load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0))])
+    join.add_metrics([load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)
+    assert attrs[semconv.CARBON_QUALITY] == semconv.QUALITY_MEASURED
+
+
+def test_two_identical_concurrent_requests_get_300_j_each():
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    join.add_metrics([constant_power("gpu-a", 300.0),
+                      load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 1000.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 2000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_DECODE, T0, T0 + 2 * SECOND, tokens=1000),
+                                SpanSpec(semconv.PHASE_DECODE, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    energies = [a[semconv.CARBON_ENERGY_JOULES] for a in enriched(join)]
+    assert energies == pytest.approx([300.0, 300.0], rel=1e-9)
+
+
+def test_time_policy_splits_equally_among_concurrent_requests():
+    join = make_join(policy="time")
+    res = node_resource(["gpu-a"])
+    # two requests running for the same 2 s: 2 request-seconds per second
+    join.add_metrics([constant_power("gpu-a", 300.0),
+                      load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 2.0),
+                                   metric_name=semconv.CARBON_WORKER_REQUEST_TIME),
+                      load_metrics(res, [(T0 + 4 * SECOND, 4.0)], metric_name=semconv.CARBON_WORKER_REQUEST_TIME)])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_DECODE, T0, T0 + 2 * SECOND, tokens=10),
+                                SpanSpec(semconv.PHASE_DECODE, T0, T0 + 2 * SECOND, tokens=990)])], T0)
+    energies = [a[semconv.CARBON_ENERGY_JOULES] for a in enriched(join)]
+    assert energies == pytest.approx([300.0, 300.0], rel=1e-9)
+
+
+def test_tp4_span_sums_its_four_gpus():
+    join = make_join()
+    gpus = ["gpu-0", "gpu-1", "gpu-2", "gpu-3"]
+    res = node_resource(gpus)
+    join.add_metrics([constant_power(g, w) for g, w in zip(gpus, (100.0, 200.0, 300.0, 400.0), strict=True)])
+    join.add_metrics([load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(2 * (100 + 200 + 300 + 400), rel=1e-9)
+
+
+def test_counter_reset_inside_the_window_is_handled():
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    reset_at = T0 + SECOND
+    before = ramp(T0 - SECOND, reset_at, 100 * MS, 300.0, base=5_000.0)
+    after = ramp(reset_at, T0 + 4 * SECOND, 100 * MS, 300.0)[1:]  # restarted from zero at reset_at
+    join.add_metrics([energy_metrics("gpu-a", before), energy_metrics("gpu-a", after, start_ns=reset_at)])
+    join.add_metrics([load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)
+    assert join.telemetry.gpus["gpu-a"].energy.resets == 1
+
+
+def test_power_only_gpu_is_integrated_by_trapezoids():
+    join = make_join()
+    res = node_resource(["gpu-p"])
+    watts = [(t, 200.0 + 100.0 * ((t - T0) // (100 * MS) % 2)) for t in range(T0 - SECOND, T0 + 4 * SECOND, 100 * MS)]
+    join.add_metrics([power_metrics("gpu-p", watts), load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    # alternating 200/300 W samples: every trapezoid averages 250 W
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(500.0, rel=1e-9)
+
+
+def test_out_of_order_and_duplicate_points_give_the_same_energy():
+    samples = ramp(T0 - SECOND, T0 + 4 * SECOND, 100 * MS, 300.0, base=1000.0)
+    shuffled = samples + samples[::3]
+    random.Random(7).shuffle(shuffled)
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    for i in range(0, len(shuffled), 7):
+        join.add_metrics([energy_metrics("gpu-a", shuffled[i:i + 7])])
+    join.add_metrics([load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)
+    assert join.telemetry.gpus["gpu-a"].energy.duplicates == len(samples[::3])
+
+
+def test_span_waits_for_energy_data_covering_its_end():
+    join = make_join(deadline_ns=10 * SECOND)
+    res = node_resource(["gpu-a"])
+    join.add_metrics([constant_power("gpu-a", 300.0, end=T0 + SECOND)])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=10)])], T0 + 2 * SECOND)
+    assert join.release(T0 + 3 * SECOND) == []
+    assert join.pending_spans == 1
+    join.add_metrics([constant_power("gpu-a", 300.0, start=T0 + SECOND, end=T0 + 3 * SECOND)])
+    (attrs,) = enriched(join, now=T0 + 3 * SECOND)
+    assert attrs[semconv.CARBON_QUALITY] == semconv.QUALITY_MEASURED
+    assert join.pending_spans == 0
+
+
+def test_span_whose_data_never_comes_is_exported_flagged():
+    join = make_join(deadline_ns=5 * SECOND)
+    unknown = node_resource(["gpu-unknown-0", "gpu-unknown-1"], instance="w1")  # TP=2, no data for either
+    known_model = node_resource(["gpu-l4"], instance="w2", **{semconv.CARBON_GPU_MODEL: "NVIDIA L4"})
+    join.add_spans([spans(unknown, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + SECOND, tokens=10)]),
+                    spans(known_model, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + SECOND, tokens=10)])], T0)
+    assert join.release(T0 + 4 * SECOND) == []
+    out = enriched(join, now=T0 + 5 * SECOND)
+    assert [a[semconv.CARBON_QUALITY] for a in out] == [semconv.QUALITY_MISSING, semconv.QUALITY_ESTIMATED]
+    assert out[0][semconv.CARBON_ENERGY_JOULES] == 0.0
+    assert out[1][semconv.CARBON_ENERGY_JOULES] > 0.0
+    assert join.spans_flagged == 2
+
+
+def test_span_after_the_last_sample_is_extrapolated_at_the_last_power():
+    join = make_join(deadline_ns=SECOND)
+    res = node_resource(["gpu-a"])
+    join.add_metrics([constant_power("gpu-a", 300.0, end=T0 + SECOND)])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=10)])], T0)
+    (attrs,) = enriched(join, now=T0 + 10 * SECOND)
+    assert attrs[semconv.CARBON_QUALITY] == semconv.QUALITY_EXTRAPOLATED
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)  # no load counters: whole GPU
+
+
+def test_co2_is_energy_times_pue_times_the_intensity_of_the_table_row_it_names():
+    join = make_join()
+    res = node_resource(["gpu-a"], provider="gcp", region="europe-west1")
+    join.add_metrics([constant_power("gpu-a", 300.0), load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    with data_path("intensity_cloud_regions.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["provider"] == "gcp" and r["region"] == "europe-west1")
+    assert attrs[semconv.CARBON_INTENSITY] == pytest.approx(float(row["gco2e_per_kwh"]))
+    pue = attrs[semconv.CARBON_PUE]
+    assert pue == FacilityTables.default().pue("gcp", "europe-west1")[0]
+    expected = 600.0 / 3.6e6 * pue * float(row["gco2e_per_kwh"])
+    assert attrs[semconv.CARBON_OPERATIONAL_GCO2E] == pytest.approx(expected, rel=1e-12)
+    assert attrs[semconv.CARBON_TOTAL_GCO2E] == pytest.approx(expected + attrs[semconv.CARBON_EMBODIED_GCO2E])
+    assert attrs[semconv.CARBON_EMBODIED_GCO2E] > 0  # an H100 has a cited embodied figure
+
+
+def test_spans_that_use_no_gpu_pass_through_at_once():
+    join = make_join()
+    router = {semconv.SERVICE_NAME: "router"}
+    worker = node_resource(["gpu-a"])
+    join.add_spans([spans(router, [SpanSpec(None, T0, T0 + SECOND)]),
+                    spans(worker, [SpanSpec(semconv.PHASE_QUEUE, T0, T0 + SECOND)])], T0)
+    out = enriched(join, now=T0)
+    assert semconv.CARBON_ENERGY_JOULES not in out[0]  # not GPU work: untouched
+    assert out[1][semconv.CARBON_ENERGY_JOULES] == 0.0  # waiting in the queue draws no GPU energy
+
+
+def test_flush_releases_every_waiting_span():
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_DECODE, T0, T0 + SECOND, tokens=5)] * 3)], T0)
+    assert len(all_spans(join.release(T0, flush=True))) == 3
+    assert join.pending_spans == 0
+
+
+def test_counterfactual_regions_price_the_same_energy_elsewhere():
+    join = make_join(counterfactual_regions=(("gcp", "europe-north1"), ("aws", "us-east-1")))
+    res = node_resource(["gpu-a"], provider="gcp", region="europe-west1")
+    join.add_metrics([constant_power("gpu-a", 300.0)])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    north = attrs[semconv.counterfactual_attribute("europe-north1")]
+    east = attrs[semconv.counterfactual_attribute("us-east-1")]
+    assert north < attrs[semconv.CARBON_TOTAL_GCO2E] < east  # Finland's grid is cleaner, Virginia's dirtier
+
+
+def test_idle_amortisation_spreads_idle_energy_over_requests():
+    join = make_join(idle="amortize")
+    res = node_resource(["gpu-a"])
+    # 300 W from T0-1s to T0+4s; work only during [T0, T0+2s]: 600 J busy, 900 J idle
+    join.add_metrics([constant_power("gpu-a", 300.0), load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, [(T0 + 4 * SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    assert attrs[semconv.CARBON_ENERGY_IDLE_JOULES] == pytest.approx(900.0, rel=1e-9)
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(1500.0, rel=1e-9)
+    (row,) = join.gpu_ledger()
+    assert (row.measured_j, row.idle_j, row.attributed_j) == pytest.approx((1500.0, 900.0, 600.0))
+
+
+def test_a_phase_counter_that_never_moves_does_not_hold_spans_back():
+    join = make_join(deadline_ns=60 * SECOND)
+    res = node_resource(["gpu-a"])
+    join.add_metrics([constant_power("gpu-a", 300.0),
+                      load_metrics(res, [(T0, 0.0)], phase=semconv.PHASE_DECODE),  # a prefill-only worker
+                      load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0))])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
+    (attrs,) = enriched(join, now=T0 + 3 * SECOND)  # released on data, long before the deadline
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)

@@ -1,0 +1,96 @@
+"""The request roll-up: totals of a disaggregated request's spans on its root span."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from otlp_data import SECOND, T0, SpanSpec, all_spans, spans
+
+from carbonspan.processors import semconv
+from carbonspan.processors.otlp import attributes_to_dict
+from carbonspan.processors.rollup import RequestRollup, RollupSettings
+
+
+def priced(phase: str, start: int, end: int, trace: bytes, parent: bytes, energy: float, op: float, emb: float,
+           quality: str = semconv.QUALITY_MEASURED, **attrs) -> SpanSpec:
+    return SpanSpec(phase, start, end, trace_id=trace, parent_span_id=parent, attributes={
+        semconv.CARBON_ENERGY_JOULES: energy, semconv.CARBON_OPERATIONAL_GCO2E: op,
+        semconv.CARBON_EMBODIED_GCO2E: emb, semconv.CARBON_TOTAL_GCO2E: op + emb, semconv.CARBON_QUALITY: quality,
+        **attrs})
+
+
+def disaggregated_request():
+    trace, root_id = os.urandom(16), os.urandom(8)
+    router = spans({semconv.SERVICE_NAME: "router"}, [SpanSpec(None, T0, T0 + 3 * SECOND, trace_id=trace,
+                                                               span_id=root_id, name="POST /v1/completions")])
+    prefill = spans({semconv.SERVICE_NAME: "prefill", semconv.CLOUD_REGION: "eu-north-1"}, [
+        priced(semconv.PHASE_QUEUE, T0, T0 + 100, trace, root_id, 0.0, 0.0, 0.0),
+        priced(semconv.PHASE_PREFILL, T0 + 100, T0 + SECOND, trace, root_id, 400.0, 0.002, 0.01,
+               **{semconv.GEN_AI_USAGE_INPUT_TOKENS: 512}),
+    ])
+    decode = spans({semconv.SERVICE_NAME: "decode", semconv.CLOUD_REGION: "us-east-1"}, [
+        priced(semconv.PHASE_KV_TRANSFER, T0 + SECOND, T0 + SECOND + 50, trace, root_id, 0.0, 0.0, 0.0),
+        priced(semconv.PHASE_DECODE, T0 + SECOND + 50, T0 + 3 * SECOND, trace, root_id, 600.0, 0.07, 0.02,
+               semconv.QUALITY_INTERPOLATED, **{semconv.GEN_AI_USAGE_OUTPUT_TOKENS: 128}),
+    ])
+    return trace, router, prefill, decode
+
+
+def test_root_span_carries_the_request_totals_by_phase_and_region():
+    rollup = RequestRollup(RollupSettings(settle_ns=2 * SECOND))
+    trace, router, prefill, decode = disaggregated_request()
+    rollup.add([router], T0)  # the router's span comes first: it needs no energy data
+    rollup.add([prefill, decode], T0 + SECOND)
+    assert rollup.release(T0 + 2 * SECOND).requests == []  # not settled yet
+    out = rollup.release(T0 + 3 * SECOND)
+    (summary,) = out.requests
+    root = next(attributes_to_dict(s.attributes) for _, s in all_spans(out.spans) if not s.parent_span_id)
+    assert root[semconv.CARBON_REQUEST_ENERGY_JOULES] == pytest.approx(1000.0)
+    assert root[semconv.CARBON_REQUEST_OPERATIONAL_GCO2E] == pytest.approx(0.072)
+    assert root[semconv.CARBON_REQUEST_EMBODIED_GCO2E] == pytest.approx(0.03)
+    assert root[semconv.CARBON_REQUEST_TOTAL_GCO2E] == pytest.approx(0.102)
+    assert root[semconv.CARBON_REQUEST_SPAN_COUNT] == 5
+    assert root[semconv.request_phase_gco2e(semconv.PHASE_PREFILL)] == pytest.approx(0.012)
+    assert root[semconv.request_phase_gco2e(semconv.PHASE_DECODE)] == pytest.approx(0.09)
+    assert root[semconv.request_phase_energy(semconv.PHASE_DECODE)] == pytest.approx(600.0)
+    assert root[semconv.request_region_gco2e("eu-north-1")] == pytest.approx(0.012)
+    assert root[semconv.request_region_gco2e("us-east-1")] == pytest.approx(0.09)
+    assert root[semconv.CARBON_REQUEST_QUALITY] == semconv.QUALITY_INTERPOLATED
+    assert root[semconv.CARBON_REQUEST_ROUTE] == "prefill@eu-north-1>decode@us-east-1"
+    assert summary.trace_id == trace and summary.service_name == "router" and summary.model == "tiny-llama"
+    assert (summary.input_tokens, summary.output_tokens) == (512, 128)
+    assert len(all_spans(out.spans)) == 5
+
+
+def test_a_span_after_the_roll_up_is_late_counted_and_passed_on():
+    rollup = RequestRollup(RollupSettings(settle_ns=SECOND))
+    _, router, prefill, decode = disaggregated_request()
+    rollup.add([router, prefill], T0)
+    assert len(rollup.release(T0 + SECOND).requests) == 1
+    rollup.add([decode], T0 + 2 * SECOND)
+    out = rollup.release(T0 + 2 * SECOND)
+    assert rollup.late_spans == 2 and out.requests == []
+    assert len(all_spans(out.spans)) == 2  # passed on unchanged
+
+
+def test_a_trace_without_root_waits_for_the_idle_timeout_then_picks_the_earliest_orphan():
+    rollup = RequestRollup(RollupSettings(settle_ns=SECOND, idle_timeout_ns=10 * SECOND))
+    _, _, prefill, decode = disaggregated_request()
+    rollup.add([prefill, decode], T0)
+    assert rollup.release(T0 + 9 * SECOND).requests == []
+    out = rollup.release(T0 + 10 * SECOND)
+    assert out.requests[0].total_g == pytest.approx(0.102)
+    roots = [s for _, s in all_spans(out.spans)
+             if semconv.CARBON_REQUEST_TOTAL_GCO2E in attributes_to_dict(s.attributes)]
+    assert [s.name for s in roots] == [semconv.PHASE_QUEUE]  # earliest span whose parent never came
+
+
+def test_flush_rolls_up_everything_and_bounded_memory_rolls_up_the_oldest():
+    rollup = RequestRollup(RollupSettings(max_traces=1))
+    for _ in range(3):
+        _, router, prefill, _ = disaggregated_request()
+        rollup.add([router, prefill], T0)
+    assert len(rollup.release(T0).requests) == 2  # over the bound: the two oldest go early
+    assert len(rollup.release(T0, flush=True).requests) == 1
+    assert rollup.pending_traces == 0
