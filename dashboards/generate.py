@@ -17,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from carbonspan.processors import semconv as sc
 from grafana_foundation_sdk.builders import bargauge, common, dashboard, prometheus, table, tempo, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as models
 from grafana_foundation_sdk.models import tempo as tempo_models
+
+from carbonspan.processors import semconv as sc
 
 HERE = Path(__file__).parent
 PANEL_HEIGHT = 9

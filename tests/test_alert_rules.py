@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from carbonspan.dashboards import promql
 
 DASHBOARDS = Path(promql.__file__).parent

@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
+
 from carbonspan.dashboards import generate, promql
 from carbonspan.processors import semconv as sc
 
