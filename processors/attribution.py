@@ -63,8 +63,63 @@ def _edges(series: CumulativeSeries, a: int, b: int) -> tuple[list[int], list[fl
     return edges, values, extrapolated
 
 
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """Part of a sampling interval between two load points, with its estimated energy."""
+
+    start: int
+    end: int
+    energy_j: float
+    load: float | None  # work the GPU's workers did in it; None where no worker reports for the GPU
+
+
+#: the GPU's load data: edges -> cumulative work at each (None: no worker reports for the GPU), and
+#: [lo, hi] -> the times of load points strictly inside.
+LoadBreakpoints = Callable[[int, int], list[int]]
+
+
+def pieces(edges: list[int], values: list[float], load: LoadCurve, breakpoints: LoadBreakpoints,
+           idle_w: float | None) -> list[Piece]:
+    """Split each sampling interval at the load points inside it.
+
+    The energy counter only says how much the GPU drew over the whole interval; the load points
+    say when inside it the GPU worked. Sub-intervals without work get the GPU's idle power, the
+    rest of the interval's energy goes to the busy sub-intervals in proportion to their length
+    (without an idle power figure, everything is shared by time). Without this, a 10 ms prefill
+    chunk would take its token share of a whole 100 ms interval, idle time included.
+    """
+    bps = breakpoints(edges[0], edges[-1]) if len(edges) > 1 else []
+    all_edges = sorted(set(edges).union(bps)) if bps else edges
+    work = load(all_edges)
+    out: list[Piece] = []
+    j = 0
+    for k in range(len(edges) - 1):
+        t0, t1, energy = edges[k], edges[k + 1], values[k + 1] - values[k]
+        first = j
+        while all_edges[j] < t1:
+            j += 1
+        if work is None:
+            out.append(Piece(t0, t1, energy, None))
+            continue
+        if j - first == 1:
+            out.append(Piece(t0, t1, energy, work[j] - work[first]))
+            continue
+        subs = [(all_edges[i], all_edges[i + 1], work[i + 1] - work[i]) for i in range(first, j)]
+        idle_ns = sum(e - s for s, e, w in subs if w <= 0)
+        busy_ns = (t1 - t0) - idle_ns
+        if idle_ns and busy_ns:
+            idle_j = energy * idle_ns / (t1 - t0) if idle_w is None else min(energy, idle_w * idle_ns * 1e-9)
+            busy_j = energy - idle_j
+        else:
+            idle_j = busy_j = energy  # all idle or all busy: shared by time
+        for s0, s1, w in subs:
+            part = (idle_j / idle_ns if w <= 0 else busy_j / busy_ns) * (s1 - s0)
+            out.append(Piece(s0, s1, part, w))
+    return out
+
+
 def _share(span_measure: float, load_delta: float | None, overlap_ns: int, dt_ns: int) -> float:
-    """Fraction of an interval's energy that is the span's.
+    """Fraction of a piece's energy that is the span's.
 
     Without load counters for the GPU the span is taken to own the GPU while it runs (an upper
     bound; the docs say to run the vLLM plugin so that batches are split).
@@ -76,36 +131,30 @@ def _share(span_measure: float, load_delta: float | None, overlap_ns: int, dt_ns
     return min(span_measure / load_delta, 1.0)
 
 
-def attribute_measured(series: CumulativeSeries, load: LoadCurve, a: int, b: int, measure: float,
-                       gap_ns: int) -> GpuAttribution:
+def attribute_measured(series: CumulativeSeries, load: LoadCurve, breakpoints: LoadBreakpoints, a: int, b: int,
+                       measure: float, gap_ns: int, idle_w: float | None) -> GpuAttribution:
     edges, values, extrapolated = _edges(series, a, b)
-    load_values = load(edges)
     length = b - a
     window = attributed = gpu_seconds = 0.0
-    gap = False
-    placed = False  # a zero-length span counts once, in the first interval that holds it
-    for k in range(len(edges) - 1):
-        t0, t1 = edges[k], edges[k + 1]
-        energy = values[k + 1] - values[k]
-        dt = t1 - t0
-        window += energy
-        gap = gap or dt > gap_ns
-        overlap = min(t1, b) - max(t0, a)
+    placed = False  # a zero-length span counts once, in the first piece that holds it
+    for piece in pieces(edges, values, load, breakpoints, idle_w):
+        window += piece.energy_j
+        overlap = min(piece.end, b) - max(piece.start, a)
         if length > 0:
             if overlap <= 0:
                 continue
             span_measure = measure * overlap / length
-        elif not placed and t0 <= a <= t1:
+        elif not placed and piece.start <= a <= piece.end:
             span_measure, placed = measure, True
         else:
             continue
-        delta = None if load_values is None else load_values[k + 1] - load_values[k]
-        share = _share(span_measure, delta, max(overlap, 0), dt)
-        attributed += energy * share
+        dt = piece.end - piece.start
+        share = _share(span_measure, piece.load, max(overlap, 0), dt)
+        attributed += piece.energy_j * share
         gpu_seconds += dt * 1e-9 * share
     if extrapolated:
         quality = semconv.QUALITY_EXTRAPOLATED
-    elif gap:
+    elif any(t1 - t0 > gap_ns for t0, t1 in zip(edges, edges[1:], strict=False)):
         quality = semconv.QUALITY_INTERPOLATED
     else:
         quality = semconv.QUALITY_MEASURED

@@ -174,7 +174,7 @@ class CarbonJoin:
                 out.append(heapq.heappop(heap)[2])
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
             out.append(heapq.heappop(self._by_deadline)[2])
-        self.ledger.advance(self.telemetry, self._load_metric)  # idle amortisation reads it
+        self.ledger.advance(self.telemetry, self._load_metric, self._idle_watts)  # idle amortisation reads it
         released = []
         for pending in out:
             if pending.released:
@@ -254,10 +254,14 @@ class CarbonJoin:
             tokens = as_float(attrs.get(fallback))
         return max(tokens or 0.0, 0.0)
 
-    def _gpu_model(self, gpu_id: str, node: NodeContext) -> str | None:
+    def _gpu_model(self, gpu_id: str, node: NodeContext | None) -> str | None:
         info = self.telemetry.gpus.get(gpu_id)
-        name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or node.gpu_model
+        name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or (node and node.gpu_model)
         return _normalized_model(name) if name else None
+
+    def _idle_watts(self, gpu_id: str, node: NodeContext | None = None) -> float | None:
+        profile = power_profile(self._gpu_model(gpu_id, node) or "")
+        return profile.idle_w if profile else None
 
     def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float) -> GpuAttribution:
         info = self.telemetry.gpus.get(gpu_id)
@@ -268,7 +272,11 @@ class CarbonJoin:
             return self.telemetry.load_at(gpu_id, metric, times)
 
         if series is not None and len(series) >= 2:
-            return attribute_measured(series, load, a, b, measure, self.settings.gap_ns)
+            def breakpoints(lo: int, hi: int) -> list[int]:
+                return self.telemetry.load_breakpoints(gpu_id, metric, lo, hi)
+
+            return attribute_measured(series, load, breakpoints, a, b, measure, self.settings.gap_ns,
+                                      self._idle_watts(gpu_id, node))
         profile = power_profile(self._gpu_model(gpu_id, node) or "")
         if profile is not None:
             # Documented assumption: a GPU serving requests draws midway between idle and max.

@@ -8,10 +8,11 @@ attributed + idle = measured per GPU: the invariant the tests check.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
+from carbonspan.processors.attribution import pieces
 from carbonspan.processors.gpu_profiles import normalize_gpu_model
 from carbonspan.processors.telemetry import Telemetry
 
@@ -52,7 +53,7 @@ class Ledger:
         busy = account.measured_j - account.idle_j
         return account.idle_j / busy if busy > 0 else 0.0
 
-    def advance(self, telemetry: Telemetry, load_metric: str) -> None:
+    def advance(self, telemetry: Telemetry, load_metric: str, idle_watts: Callable[[str], float | None]) -> None:
         """Book every sampling interval whose energy and load data have both arrived."""
         for gpu_id, info in telemetry.gpus.items():
             series = info.series
@@ -61,19 +62,25 @@ class Ledger:
             account = self._accounts.setdefault(gpu_id, _Account())
             load_newest = telemetry.load_newest_ns(gpu_id, load_metric)
             until = series.newest_ns if load_newest is None else min(series.newest_ns, load_newest)
-            times, cum = series.curve()
+            times, cum = series.points()
             start = times[0] if account.booked_until_ns is None else account.booked_until_ns
-            lo = int(np.searchsorted(times, start, side="left"))
-            hi = int(np.searchsorted(times, until, side="right"))
+            lo = bisect.bisect_left(times, start)
+            hi = bisect.bisect_right(times, until)
             if hi - lo < 2:
                 continue
-            edges, energy_at = times[lo:hi], cum[lo:hi]
-            energy = np.diff(energy_at)
-            load = telemetry.load_at(gpu_id, load_metric, edges.tolist())
-            account.measured_j += float(energy.sum())
-            # No worker reports load for this GPU: none of its energy is known to be work.
-            account.idle_j += float(energy.sum() if load is None else energy[np.diff(load) <= 0].sum())
-            account.booked_until_ns = int(edges[-1])
+            booked = pieces(
+                times[lo:hi],
+                cum[lo:hi],
+                lambda edges, g=gpu_id: telemetry.load_at(g, load_metric, edges),
+                lambda a, b, g=gpu_id: telemetry.load_breakpoints(g, load_metric, a, b),
+                idle_watts(gpu_id),
+            )
+            for piece in booked:
+                account.measured_j += piece.energy_j
+                # No worker reports load for this GPU: none of its energy is known to be work.
+                if piece.load is None or piece.load <= 0:
+                    account.idle_j += piece.energy_j
+            account.booked_until_ns = times[hi - 1]
 
     def rows(self, telemetry: Telemetry) -> list[GpuLedger]:
         rows = []

@@ -8,6 +8,7 @@ several workers sharing one GPU split it.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -218,6 +219,14 @@ class Telemetry:
         for s in series[1:]:
             total = [x + y for x, y in zip(total, s.values_at(times_ns), strict=True)]
         return total
+
+    def load_breakpoints(self, gpu_id: str, metric: str, lo_ns: int, hi_ns: int) -> list[int]:
+        """Times of the GPU's load points strictly inside (lo, hi), from all its workers."""
+        times: set[int] = set()
+        for series in self.load_series(gpu_id, metric):
+            points, _ = series.points()
+            times.update(points[bisect.bisect_right(points, lo_ns) : bisect.bisect_left(points, hi_ns)])
+        return sorted(times)
 
     def load_newest_ns(self, gpu_id: str, metric: str) -> int | None:
         """How far the GPU's load data reaches: the least advanced of its workers.

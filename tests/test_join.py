@@ -241,3 +241,49 @@ def test_a_phase_counter_that_never_moves_does_not_hold_spans_back():
     join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)])], T0)
     (attrs,) = enriched(join, now=T0 + 3 * SECOND)  # released on data, long before the deadline
     assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)
+
+
+def counter_from_power(power_at, start: int, end: int, step: int) -> list[tuple[int, float]]:
+    """An energy counter read every `step` of a GPU whose power is piecewise constant on 1 ms."""
+    samples, total, t = [(start, 0.0)], 0.0, start
+    while t < end:
+        for ms in range(t, t + step, MS):
+            total += power_at(ms) * MS / SECOND
+        t += step
+        samples.append((t, total))
+    return samples
+
+
+def test_idle_time_inside_a_sampling_interval_is_not_charged_to_the_span():
+    # An H100 idles at 70 W; one prefill step of 1000 tokens runs 20 ms at 600 W inside a 100 ms sample.
+    def power(t: int) -> float:
+        return 600.0 if T0 + 100 * MS <= t < T0 + 120 * MS else 70.0
+
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    join.add_metrics([energy_metrics("gpu-a", counter_from_power(power, T0, T0 + SECOND, 100 * MS)),
+                      load_metrics(res, [(T0, 0.0), (T0 + 100 * MS, 0.0), (T0 + 120 * MS, 1000.0),
+                                         (T0 + SECOND, 1000.0)])])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0 + 100 * MS, T0 + 120 * MS, tokens=1000)])], T0)
+    (attrs,) = enriched(join)
+    assert attrs[semconv.CARBON_ENERGY_JOULES] == pytest.approx(12.0, rel=1e-6)  # 600 W x 20 ms, no idle
+    (row,) = join.gpu_ledger()
+    assert row.idle_j == pytest.approx(70.0 * 0.98, rel=1e-6)
+    assert row.attributed_j + row.idle_j == pytest.approx(row.measured_j, rel=1e-9)
+
+
+def test_a_short_prefill_chunk_takes_its_share_of_its_step_not_of_the_whole_interval():
+    # 500 W throughout; request d decodes 1 token per 10 ms step for 1 s; request p prefills 1000
+    # tokens in the single step [0.50, 0.51] s. Truth: p = 5 J x 1000/1001, d = the rest.
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    steps = range(T0, T0 + SECOND + 1, 10 * MS)
+    decode = [(t, (t - T0) / (10 * MS)) for t in steps]
+    prefill = [(t, 1000.0 if t >= T0 + 510 * MS else 0.0) for t in steps]
+    join.add_metrics([energy_metrics("gpu-a", ramp(T0, T0 + SECOND, 100 * MS, 500.0)),
+                      load_metrics(res, decode, phase=semconv.PHASE_DECODE), load_metrics(res, prefill)])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0 + 500 * MS, T0 + 510 * MS, tokens=1000),
+                                SpanSpec(semconv.PHASE_DECODE, T0, T0 + SECOND, tokens=100)])], T0)
+    prefill_j, decode_j = (a[semconv.CARBON_ENERGY_JOULES] for a in enriched(join))
+    assert prefill_j == pytest.approx(5.0 * 1000 / 1001, rel=1e-6)
+    assert decode_j == pytest.approx(500.0 - 5.0 * 1000 / 1001, rel=1e-6)
