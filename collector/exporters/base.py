@@ -1,0 +1,49 @@
+"""What every exporter offers the pipeline.
+
+Exporters are called from the pipeline's thread with whole OTLP requests. ``export_*`` must not
+block on the network: an exporter that talks to a remote peer queues the request and sends it
+from its own thread, retrying with backoff; what it cannot keep it counts, never drops silently.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+
+class Exporter(ABC):
+    #: the signals this exporter type can take ("traces", "metrics"); the config loader checks
+    #: that pipelines only name exporters for signals they support.
+    signals: frozenset[str] = frozenset({"traces", "metrics"})
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        """``name`` is the config id (``otlp/jaeger``); ``config`` its section, already env-substituted.
+
+        Raise ``carbonspan.collector.errors.ConfigError`` (key relative to the section) for bad values.
+        """
+        self.name = name
+
+    def start(self) -> None:  # noqa: B027 - most exporters have nothing to start
+        """Open sockets, files and threads. Called once before any export."""
+
+    def export_traces(self, request: ExportTraceServiceRequest) -> None:
+        raise NotImplementedError(f"{self.name} does not take traces")
+
+    def export_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        raise NotImplementedError(f"{self.name} does not take metrics")
+
+    @abstractmethod
+    def shutdown(self, timeout_s: float) -> None:
+        """Send (or persist, for an on-disk queue) everything queued, within ``timeout_s``."""
+
+    def queue_size(self) -> int:
+        """Requests waiting to be sent (self-metric ``carbonspan.collector.queue.size``)."""
+        return 0
+
+    def stats(self) -> Mapping[str, int]:
+        """Counters for self-metrics and logs: at least ``sent``, ``failed`` (gave up), ``retried``."""
+        return {}
