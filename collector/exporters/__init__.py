@@ -1,0 +1,12 @@
+"""Exporter types by the name a config uses for them (``otlp``, ``otlp/jaeger`` -> ``otlp``)."""
+
+from __future__ import annotations
+
+from carbonspan.collector.exporters.base import Exporter
+from carbonspan.collector.exporters.file import FileExporter
+from carbonspan.collector.exporters.otlp import OtlpGrpcExporter
+
+EXPORTER_TYPES: dict[str, type[Exporter]] = {
+    "otlp": OtlpGrpcExporter,
+    "file": FileExporter,
+}

@@ -1,0 +1,82 @@
+"""Real OTLP peers for the exporter tests: a grpcio server with the OTLP trace and metrics services,
+and helpers to build requests and wait for what arrives."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from concurrent import futures
+
+import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from otlp_data import T0, SpanSpec, node_resource, spans
+
+from carbonspan.processors import semconv
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a peer that starts later on a known port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def trace_request(n_spans: int, *, gco2e: float = 0.5) -> trace_service_pb2.ExportTraceServiceRequest:
+    specs = [SpanSpec(semconv.PHASE_DECODE, T0 + i, T0 + i + 10**8, tokens=i,
+                      attributes={semconv.CARBON_TOTAL_GCO2E: gco2e}) for i in range(n_spans)]
+    return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[spans(node_resource(["GPU-1"]), specs)])
+
+
+class OtlpGrpcPeer(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
+    """Records every request; ``fail`` (a status code or None) decides the answer to each."""
+
+    def __init__(self, port: int = 0, fail: Callable[[], grpc.StatusCode | None] = lambda: None) -> None:
+        self.fail = fail
+        self.traces: list[trace_service_pb2.ExportTraceServiceRequest] = []
+        self.metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
+        self.metadata: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, self.server)
+        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        self.endpoint = f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> OtlpGrpcPeer:
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop(grace=None)
+
+    def _answer(self, context: grpc.ServicerContext, store: list, request: object) -> bool:
+        code = self.fail()
+        if code is not None:
+            context.abort(code, "test peer says no")
+        with self._lock:
+            store.append(request)
+            self.metadata.append(dict(context.invocation_metadata()))
+        return True
+
+    def Export(self, request, context):  # noqa: N802 - grpc method name
+        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+            self._answer(context, self.traces, request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+        self._answer(context, self.metrics, request)
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    def span_count(self) -> int:
+        with self._lock:
+            return sum(len(ss.spans) for r in self.traces for rs in r.resource_spans for ss in rs.scope_spans)
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
