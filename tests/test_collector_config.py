@@ -107,7 +107,8 @@ def test_bad_yaml_says_where():
     assert error.line is not None and "YAML" in error.message
 
 
-SHIPPED = sorted(str(p) for p in [Path("otel-config.yaml"), *Path("examples").glob("*.yaml")]
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(str(p) for p in [ROOT / "otel-config.yaml", *(ROOT / "examples").glob("*.yaml")]
                  if p.exists() and "otelcol" not in p.name)
 
 
@@ -126,3 +127,15 @@ def test_validate_cli_prints_file_line_and_key(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"{bad}:12: processors.carbon.deadline:" in result.stderr
+
+
+def test_loadbalancing_example_routes_traces_by_trace_id_to_the_gateways():
+    import yaml
+
+    config = yaml.safe_load((ROOT / "examples" / "otelcol-loadbalancing.yaml").read_text())
+    traces = config["service"]["pipelines"]["traces"]
+    (exporter,) = traces["exporters"]
+    assert exporter.startswith("loadbalancing") and config["exporters"][exporter]["routing_key"] == "traceID"
+    gateway = yaml.safe_load((ROOT / "examples" / "gateway.yaml").read_text())
+    port = gateway["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"].rsplit(":", 1)[1].rstrip("}")
+    assert str(config["exporters"][exporter]["resolver"]["dns"]["port"]) == port
