@@ -76,6 +76,10 @@ class Service:
         self.carbon: dict[str, CarbonStage] = {}
         self.rollups: list[RollupStage] = []
         pipelines = [self._pipeline(p) for p in used.values()]
+        fed = {pid for p in used.values() if p.signal == "metrics" for pid in p.processors}
+        for processor_id in self.carbon.keys() - fed:
+            log.warning("carbon processor is in no metrics pipeline: it gets no energy data and can only estimate",
+                        extra={"processor": processor_id})
         self.router = Router(pipelines, clock)
         self.metrics = (CollectorMetrics(self.router, list(self.carbon.values()), self.rollups, self.exporters)
                         if config.telemetry.metrics_enabled else None)

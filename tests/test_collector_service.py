@@ -339,3 +339,18 @@ def test_shutdown_flushes_every_waiting_span():
     assert len(spans) == 8 and recorder.shut_down
     qualities = {attributes_to_dict(s.attributes).get(sc.CARBON_QUALITY) for _, s in spans}
     assert sc.QUALITY_MISSING in qualities  # no energy, no GPU model: flagged, not dropped
+
+
+def test_otlp_json_over_http_keeps_hex_ids(service):
+    span_id, trace_id = "00f067aa0ba902b7", "4bf92f3577b34da6a3ce929d0e0e4736"
+    body = {"resourceSpans": [{"resource": {"attributes": [{"key": "service.name",
+                                                            "value": {"stringValue": "router"}}]},
+                               "scopeSpans": [{"spans": [{"traceId": trace_id, "spanId": span_id, "name": "request",
+                                                          "startTimeUnixNano": "1", "endTimeUnixNano": "2"}]}]}]}
+    response = requests.post(f"http://{service.addresses()['otlp/http']}/v1/traces", json=body, timeout=5)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/json")
+    (rs, span), = RecordingExporter.instances["recording/traces"].wait_for_spans(1)
+    assert span.span_id.hex() == span_id and span.trace_id.hex() == trace_id
+    response = requests.post(f"http://{service.addresses()['otlp/http']}/v1/traces", data=b"x",
+                             headers={"Content-Type": "text/plain"}, timeout=5)
+    assert response.status_code == 415
