@@ -354,3 +354,29 @@ def test_otlp_json_over_http_keeps_hex_ids(service):
     response = requests.post(f"http://{service.addresses()['otlp/http']}/v1/traces", data=b"x",
                              headers={"Content-Type": "text/plain"}, timeout=5)
     assert response.status_code == 415
+
+
+def test_tls_on_both_transports(tmp_path):
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True, timeout=60)
+    tls = f"tls: {{cert_file: {cert}, key_file: {key}}}"
+    svc = start_service(CONFIG.replace("grpc: {endpoint: 127.0.0.1:0}", f"grpc: {{endpoint: 127.0.0.1:0, {tls}}}")
+                        .replace("http: {endpoint: 127.0.0.1:0}", f"http: {{endpoint: 127.0.0.1:0, {tls}}}"))
+    try:
+        addresses = svc.addresses()
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(addresses["otlp/grpc"], credentials) as channel:
+            call = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            call(_trace_request(2).SerializeToString(), timeout=10)
+        response = requests.post(f"https://{addresses['otlp/http']}/v1/traces", verify=str(cert), timeout=10,
+                                 data=_trace_request(1).SerializeToString(),
+                                 headers={"Content-Type": "application/x-protobuf"})
+        assert response.status_code == 200
+        assert _grpc_export(addresses["otlp/grpc"], _trace_request(1).SerializeToString()) is not None  # plaintext
+        assert sum(svc.router.spans_received.values()) == 3
+    finally:
+        svc.shutdown(5)
