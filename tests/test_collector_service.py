@@ -34,7 +34,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import set_span_in_context
 
+from carbonspan.collector import otlp_json
 from carbonspan.collector.config import load_config_text
+from carbonspan.collector.exporters import EXPORTER_TYPES
 from carbonspan.collector.intensity_config import facility_from_config, intensity_provider_from_config
 from carbonspan.collector.service import Service
 from carbonspan.processors import semconv as sc
@@ -58,10 +60,11 @@ processors:
 exporters:
   recording/traces: {}
   recording/metrics: {}
+  file: {path: "${env:SPANS_FILE:-/dev/null}"}
 service:
   extensions: [health_check]
   pipelines:
-    traces: {receivers: [otlp], processors: [carbon, carbon_rollup, batch], exporters: [recording/traces]}
+    traces: {receivers: [otlp], processors: [carbon, carbon_rollup, batch], exporters: [recording/traces, file]}
     metrics: {receivers: [otlp], processors: [carbon], exporters: [recording/metrics]}
   telemetry: {metrics: {interval: 200ms}}
 """
@@ -71,15 +74,15 @@ _OUTPUT_PREFIXES = ("carbon.request.", "carbon.energy.", "carbon.operational.", 
 _OUTPUT_KEYS = {sc.CARBON_PUE, sc.CARBON_QUALITY, sc.CARBON_GRID_ZONE, sc.CARBON_SHARE}
 
 
-def start_service(text: str = CONFIG) -> Service:
-    service = Service(load_config_text(text, {}, exporter_types=EXPORTERS))
+def start_service(text: str = CONFIG, env: dict | None = None) -> Service:
+    service = Service(load_config_text(text, env or {}, exporter_types={**EXPORTER_TYPES, **EXPORTERS}))
     service.start()
     return service
 
 
 @pytest.fixture
-def service():
-    svc = start_service()
+def service(tmp_path):
+    svc = start_service(env={"SPANS_FILE": str(tmp_path / "spans.jsonl")})
     yield svc
     svc.shutdown(5)
 
@@ -146,7 +149,7 @@ def expected_join(metrics: MetricsData, exported: list[tuple[ResourceSpans, obje
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_sdk_spans_and_energy_come_out_priced_as_the_join_prices_them(service, transport):
+def test_sdk_spans_and_energy_come_out_priced_as_the_join_prices_them(service, transport, tmp_path):
     addresses = service.addresses()
     t0 = time.time_ns() - 30 * SECOND
     metrics = energy_and_load(t0, instance=f"worker-{transport}")
@@ -179,6 +182,12 @@ def test_sdk_spans_and_energy_come_out_priced_as_the_join_prices_them(service, t
         child = next(s for _, s in prefill if s.trace_id == root.trace_id)
         child_total = attributes_to_dict(child.attributes)[sc.CARBON_TOTAL_GCO2E]
         assert attrs[sc.CARBON_REQUEST_TOTAL_GCO2E] == pytest.approx(child_total)
+    service.shutdown(5)  # the file exporter has written every request once it is shut down
+    in_file = {span.span_id: attributes_to_dict(span.attributes)
+               for line in (tmp_path / "spans.jsonl").read_text().splitlines()
+               for rs in otlp_json.loads(line, ExportTraceServiceRequest()).resource_spans
+               for ss in rs.scope_spans for span in ss.spans}
+    assert in_file == {span.span_id: attributes_to_dict(span.attributes) for _, span in exported}
 
 
 def test_carbon_and_self_metrics_reach_the_metrics_pipeline(service):
