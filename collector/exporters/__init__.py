@@ -5,8 +5,10 @@ from __future__ import annotations
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.collector.exporters.file import FileExporter
 from carbonspan.collector.exporters.otlp import OtlpGrpcExporter
+from carbonspan.collector.exporters.otlphttp import OtlpHttpExporter
 
 EXPORTER_TYPES: dict[str, type[Exporter]] = {
     "otlp": OtlpGrpcExporter,
+    "otlphttp": OtlpHttpExporter,
     "file": FileExporter,
 }
