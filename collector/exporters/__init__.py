@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from carbonspan.collector.exporters.base import Exporter
+from carbonspan.collector.exporters.debug import DebugExporter
 from carbonspan.collector.exporters.file import FileExporter
 from carbonspan.collector.exporters.otlp import OtlpGrpcExporter
 from carbonspan.collector.exporters.otlphttp import OtlpHttpExporter
@@ -13,4 +14,5 @@ EXPORTER_TYPES: dict[str, type[Exporter]] = {
     "otlphttp": OtlpHttpExporter,
     "file": FileExporter,
     "prometheus": PrometheusExporter,
+    "debug": DebugExporter,
 }
