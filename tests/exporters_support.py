@@ -80,3 +80,43 @@ def wait_for(condition: Callable[[], bool], timeout_s: float) -> bool:
             return True
         time.sleep(0.05)
     return condition()
+
+
+class OtlpHttpPeer:
+    """An OTLP/HTTP receiver on 127.0.0.1: answers each POST with the next of ``statuses`` (then 200)."""
+
+    def __init__(self, statuses: list[tuple[int, dict[str, str]]] | None = None) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.statuses = list(statuses or [])
+        self.requests: list[tuple[str, dict[str, str], bytes, float]] = []  # path, headers, body, time
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with peer._lock:
+                    status, headers = peer.statuses.pop(0) if peer.statuses else (200, {})
+                    peer.requests.append((self.path, dict(self.headers), body, time.monotonic()))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtlpHttpPeer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()

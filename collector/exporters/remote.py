@@ -21,7 +21,6 @@ from carbonspan.collector.exporters.sending_queue import Item, QueueSettings, Re
 logger = logging.getLogger(__name__)
 
 
-
 class RemoteExporter(Exporter):
     #: the Collector's default per-request timeout for this exporter type
     default_timeout = "5s"

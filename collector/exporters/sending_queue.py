@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters._config import Section
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ class QueueSettings:
     @classmethod
     def from_config(cls, section: Section) -> QueueSettings:
         directory = section.string("storage_directory")
-        # ``storage`` names the extension; the config loader resolves it into storage_directory.
-        section.raw("storage")
+        # ``storage`` names a file_storage extension; the config loader resolves it into storage_directory.
+        if section.raw("storage") is not None and not directory:
+            raise ConfigError(section.key("storage"), "names a storage extension that was not resolved to a "
+                              "directory; declare it under extensions with a directory")
         return cls(
             enabled=section.boolean("enabled", True),
             num_consumers=section.positive_int("num_consumers", 10),
