@@ -215,8 +215,9 @@ class Service:
 
 
 def _listening_address(exporter: Exporter) -> str | None:
-    """Exporters that serve (prometheus) say where through an ``address`` attribute or method."""
+    """Exporters that serve (prometheus) say where through an ``address`` property: (host, port)."""
     address = getattr(exporter, "address", None)
-    if callable(address):
-        address = address()
-    return str(address) if address else None
+    if isinstance(address, tuple):
+        host, port = address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return None
