@@ -6,7 +6,7 @@ import time
 
 import grpc
 import pytest
-from exporters_support import OtlpGrpcPeer, free_port, trace_request, wait_for
+from exporters_support import OtlpGrpcPeer, free_port, self_signed_certificate, trace_request, wait_for
 
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters import EXPORTER_TYPES
@@ -124,3 +124,27 @@ def test_config_errors_name_the_key(config, key):
     with pytest.raises(ConfigError) as error:
         OtlpGrpcExporter("otlp", config)
     assert error.value.key == key
+
+
+def test_retry_info_from_the_peer_sets_the_wait():
+    answers = iter([(grpc.StatusCode.RESOURCE_EXHAUSTED, 1.0), None])
+    with OtlpGrpcPeer(fail=lambda: next(answers, None)) as peer:
+        exp = exporter(peer.endpoint)  # backoff 100 ms; the peer asks for 1 s
+        exp.start()
+        exp.export_traces(trace_request(1))
+        assert wait_for(lambda: peer.span_count() == 1, 10)
+        exp.shutdown(5)
+    assert peer.attempts[1] - peer.attempts[0] >= 1.0
+
+
+def test_tls_with_ca_file(tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    with OtlpGrpcPeer(credentials=credentials) as peer:
+        exp = OtlpGrpcExporter("otlp/tls", {"endpoint": f"localhost:{peer.port}", "tls": {"ca_file": str(cert)},
+                                            "retry_on_failure": FAST_RETRY})
+        exp.start()
+        exp.export_traces(trace_request(2))
+        assert wait_for(lambda: peer.span_count() == 2, 10)
+        exp.shutdown(5)
+    assert exp.stats()["sent"] == 1 and exp.stats()["retried"] == 0
