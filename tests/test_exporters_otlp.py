@@ -148,3 +148,14 @@ def test_tls_with_ca_file(tmp_path):
         assert wait_for(lambda: peer.span_count() == 2, 10)
         exp.shutdown(5)
     assert exp.stats()["sent"] == 1 and exp.stats()["retried"] == 0
+
+
+def test_unwritable_disk_queue_drops_and_counts(tmp_path, caplog):
+    exp = exporter(f"127.0.0.1:{free_port()}", sending_queue={"storage_directory": str(tmp_path)})
+    exp.start()
+    for directory in tmp_path.iterdir():
+        directory.rmdir()  # the queue's directory vanishes under it
+    exp.export_traces(trace_request(4))
+    exp.shutdown(0.2)
+    assert exp.stats()["dropped"] == 1 and exp.stats()["dropped_items"] == 4
+    assert "cannot write the request to the on-disk queue" in caplog.text
