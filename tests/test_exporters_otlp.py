@@ -119,6 +119,9 @@ def test_disk_queue_survives_a_restart(tmp_path):
     ({"endpoint": "127.0.0.1:4317", "sending_queue": {"queue_size": 0}}, "sending_queue.queue_size"),
     ({"endpoint": "127.0.0.1:4317", "sending_queue": {"num_consumer": 2}}, "sending_queue.num_consumer"),
     ({"endpoint": "127.0.0.1:4317", "tls": {"ca_file": "/nonexistent/ca.pem"}}, "tls.ca_file"),
+    ({"endpoint": "127.0.0.1:4317", "sending_queue": {"enabled": False, "storage_directory": "/tmp/q"}},
+     "sending_queue.enabled"),
+    ({"endpoint": "127.0.0.1:4317", "sending_queue": {"storage": "file_storage"}}, "sending_queue.storage"),
 ])
 def test_config_errors_name_the_key(config, key):
     with pytest.raises(ConfigError) as error:
@@ -159,3 +162,13 @@ def test_unwritable_disk_queue_drops_and_counts(tmp_path, caplog):
     exp.shutdown(0.2)
     assert exp.stats()["dropped"] == 1 and exp.stats()["dropped_items"] == 4
     assert "cannot write the request to the on-disk queue" in caplog.text
+
+
+def test_queue_disabled_sends_in_the_callers_thread():
+    with OtlpGrpcPeer() as peer:
+        exp = exporter(peer.endpoint, sending_queue={"enabled": False})
+        exp.start()
+        exp.export_traces(trace_request(3))
+        assert peer.span_count() == 3  # already there when export_traces returns
+        exp.shutdown(1)
+    assert exp.stats()["sent"] == 1

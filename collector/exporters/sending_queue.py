@@ -58,8 +58,11 @@ class QueueSettings:
         if section.raw("storage") is not None and not directory:
             raise ConfigError(section.key("storage"), "names a storage extension that was not resolved to a "
                               "directory; declare it under extensions with a directory")
+        enabled = section.boolean("enabled", True)
+        if directory and not enabled:
+            raise ConfigError(section.key("enabled"), "an on-disk queue needs the sending queue enabled")
         return cls(
-            enabled=section.boolean("enabled", True),
+            enabled=enabled,
             num_consumers=section.positive_int("num_consumers", 10),
             queue_size=section.positive_int("queue_size", 1000),
             storage_directory=Path(directory) if directory else None,
