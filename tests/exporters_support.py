@@ -4,12 +4,15 @@ and helpers to build requests and wait for what arrives."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 
 import grpc
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from otlp_data import T0, SpanSpec, node_resource, spans
@@ -30,11 +33,26 @@ def trace_request(n_spans: int, *, gco2e: float = 0.5) -> trace_service_pb2.Expo
     return trace_service_pb2.ExportTraceServiceRequest(resource_spans=[spans(node_resource(["GPU-1"]), specs)])
 
 
+#: how the peer answers one call: accept (None), a status code, or a code with a RetryInfo delay in seconds
+Answer = grpc.StatusCode | tuple[grpc.StatusCode, float] | None
+
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key, made with the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
 class OtlpGrpcPeer(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
     """Records every request; ``fail`` (a status code or None) decides the answer to each."""
 
-    def __init__(self, port: int = 0, fail: Callable[[], grpc.StatusCode | None] = lambda: None) -> None:
+    def __init__(self, port: int = 0, fail: Callable[[], Answer] = lambda: None,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
         self.fail = fail
+        self.attempts: list[float] = []
         self.traces: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metrics: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.metadata: list[dict[str, str]] = []
@@ -42,7 +60,9 @@ class OtlpGrpcPeer(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self.server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(self, self.server)
-        self.port = self.server.add_insecure_port(f"127.0.0.1:{port}")
+        address = f"127.0.0.1:{port}"
+        self.port = (self.server.add_secure_port(address, credentials) if credentials
+                     else self.server.add_insecure_port(address))
         self.endpoint = f"127.0.0.1:{self.port}"
 
     def __enter__(self) -> OtlpGrpcPeer:
@@ -53,8 +73,16 @@ class OtlpGrpcPeer(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_
         self.server.stop(grace=None)
 
     def _answer(self, context: grpc.ServicerContext, store: list, request: object) -> bool:
-        code = self.fail()
-        if code is not None:
+        self.attempts.append(time.monotonic())
+        answer = self.fail()
+        if answer is not None:
+            code, retry_delay_s = answer if isinstance(answer, tuple) else (answer, None)
+            if retry_delay_s is not None:  # google.rpc.RetryInfo, as throttling servers send it
+                info = error_details_pb2.RetryInfo()
+                info.retry_delay.FromNanoseconds(int(retry_delay_s * 1e9))
+                status = status_pb2.Status(code=code.value[0], message="slow down")
+                status.details.add().Pack(info)
+                context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
             context.abort(code, "test peer says no")
         with self._lock:
             store.append(request)

@@ -6,7 +6,7 @@ import time
 
 import grpc
 import pytest
-from exporters_support import OtlpGrpcPeer, free_port, trace_request, wait_for
+from exporters_support import OtlpGrpcPeer, free_port, self_signed_certificate, trace_request, wait_for
 
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters import EXPORTER_TYPES
@@ -119,8 +119,56 @@ def test_disk_queue_survives_a_restart(tmp_path):
     ({"endpoint": "127.0.0.1:4317", "sending_queue": {"queue_size": 0}}, "sending_queue.queue_size"),
     ({"endpoint": "127.0.0.1:4317", "sending_queue": {"num_consumer": 2}}, "sending_queue.num_consumer"),
     ({"endpoint": "127.0.0.1:4317", "tls": {"ca_file": "/nonexistent/ca.pem"}}, "tls.ca_file"),
+    ({"endpoint": "127.0.0.1:4317", "sending_queue": {"enabled": False, "storage_directory": "/tmp/q"}},
+     "sending_queue.enabled"),
+    ({"endpoint": "127.0.0.1:4317", "sending_queue": {"storage": "file_storage"}}, "sending_queue.storage"),
 ])
 def test_config_errors_name_the_key(config, key):
     with pytest.raises(ConfigError) as error:
         OtlpGrpcExporter("otlp", config)
     assert error.value.key == key
+
+
+def test_retry_info_from_the_peer_sets_the_wait():
+    answers = iter([(grpc.StatusCode.RESOURCE_EXHAUSTED, 1.0), None])
+    with OtlpGrpcPeer(fail=lambda: next(answers, None)) as peer:
+        exp = exporter(peer.endpoint)  # backoff 100 ms; the peer asks for 1 s
+        exp.start()
+        exp.export_traces(trace_request(1))
+        assert wait_for(lambda: peer.span_count() == 1, 10)
+        exp.shutdown(5)
+    assert peer.attempts[1] - peer.attempts[0] >= 1.0
+
+
+def test_tls_with_ca_file(tmp_path):
+    cert, key = self_signed_certificate(tmp_path)
+    credentials = grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
+    with OtlpGrpcPeer(credentials=credentials) as peer:
+        exp = OtlpGrpcExporter("otlp/tls", {"endpoint": f"localhost:{peer.port}", "tls": {"ca_file": str(cert)},
+                                            "retry_on_failure": FAST_RETRY})
+        exp.start()
+        exp.export_traces(trace_request(2))
+        assert wait_for(lambda: peer.span_count() == 2, 10)
+        exp.shutdown(5)
+    assert exp.stats()["sent"] == 1 and exp.stats()["retried"] == 0
+
+
+def test_unwritable_disk_queue_drops_and_counts(tmp_path, caplog):
+    exp = exporter(f"127.0.0.1:{free_port()}", sending_queue={"storage_directory": str(tmp_path)})
+    exp.start()
+    for directory in tmp_path.iterdir():
+        directory.rmdir()  # the queue's directory vanishes under it
+    exp.export_traces(trace_request(4))
+    exp.shutdown(0.2)
+    assert exp.stats()["dropped"] == 1 and exp.stats()["dropped_items"] == 4
+    assert "cannot write the request to the on-disk queue" in caplog.text
+
+
+def test_queue_disabled_sends_in_the_callers_thread():
+    with OtlpGrpcPeer() as peer:
+        exp = exporter(peer.endpoint, sending_queue={"enabled": False})
+        exp.start()
+        exp.export_traces(trace_request(3))
+        assert peer.span_count() == 3  # already there when export_traces returns
+        exp.shutdown(1)
+    assert exp.stats()["sent"] == 1

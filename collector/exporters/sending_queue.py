@@ -58,8 +58,11 @@ class QueueSettings:
         if section.raw("storage") is not None and not directory:
             raise ConfigError(section.key("storage"), "names a storage extension that was not resolved to a "
                               "directory; declare it under extensions with a directory")
+        enabled = section.boolean("enabled", True)
+        if directory and not enabled:
+            raise ConfigError(section.key("enabled"), "an on-disk queue needs the sending queue enabled")
         return cls(
-            enabled=section.boolean("enabled", True),
+            enabled=enabled,
             num_consumers=section.positive_int("num_consumers", 10),
             queue_size=section.positive_int("queue_size", 1000),
             storage_directory=Path(directory) if directory else None,
@@ -119,6 +122,7 @@ class SendingQueue:
         self._abort = threading.Event()
         self._threads: list[threading.Thread] = []
         self._in_flight = 0
+        self._reserved = 0  # places taken by puts still writing their file
         self._seq = 0
         self._counts = {"sent": 0, "sent_items": 0, "failed": 0, "failed_items": 0, "retried": 0,
                         "dropped": 0, "dropped_items": 0}
@@ -166,7 +170,7 @@ class SendingQueue:
             self._deliver(Item(signal, body, count))
             return
         with self._cond:
-            if self._closing or len(self._items) >= self._settings.queue_size:
+            if self._closing or len(self._items) + self._reserved >= self._settings.queue_size:
                 self._count("dropped", [Item(signal, body, count)])
                 dropped = self._counts["dropped"]
                 if dropped & (dropped - 1) == 0:  # 1st, 2nd, 4th, 8th... drop: loud but not a flood
@@ -175,9 +179,22 @@ class SendingQueue:
                     logger.warning("%s: %s; dropped a request of %d %s (%d requests dropped so far)",
                                    self.name, reason, count, _unit(signal), dropped)
                 return
-            item = self._persist(signal, body, count)
-            self._items.append(item)
-            self._cond.notify()
+            # the place is taken now; the (slow, fsynced) file is written without holding the lock
+            self._reserved += 1
+            self._seq += 1
+            seq = self._seq
+        try:
+            item: Item | None = self._persist(seq, signal, body, count)
+        except OSError as error:
+            item = None
+            self._count("dropped", [Item(signal, body, count)])
+            logger.error("%s: cannot write the request to the on-disk queue, dropped %d %s: %s",
+                         self.name, count, _unit(signal), error)
+        with self._cond:
+            self._reserved -= 1
+            if item is not None:
+                self._items.append(item)
+                self._cond.notify()
 
     def size(self) -> int:
         with self._cond:
@@ -258,11 +275,10 @@ class SendingQueue:
             self._counts[f"{outcome}_items"] += sum(i.count for i in items)
 
     # --- disk -------------------------------------------------------------------------------------
-    def _persist(self, signal: str, body: bytes, count: int) -> Item:
+    def _persist(self, seq: int, signal: str, body: bytes, count: int) -> Item:
         if self._directory is None:
             return Item(signal, body, count)
-        self._seq += 1
-        path = self._directory / f"{self._seq:012d}-{signal}-{count}.pb"
+        path = self._directory / f"{seq:012d}-{signal}-{count}.pb"
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as f:
             f.write(body)
