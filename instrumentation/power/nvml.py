@@ -118,17 +118,16 @@ class NvmlSource:
         handle = self._handles[index]
         time_ns = self._clock()
         energy_j = power_w = None
+        asking = self._has_energy
         try:
             if self._has_energy[index]:
                 energy_j = nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1000.0  # mJ -> J
+            asking = self._has_power
             if self._has_power[index]:
                 power_w = nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # mW -> W
         except nvml.NVMLError_NotSupported as error:
             # Support can vanish (e.g. the GPU went into a mode without telemetry): stop asking.
-            if energy_j is None:
-                self._has_energy[index] = False
-            else:
-                self._has_power[index] = False
+            asking[index] = False
             if not (self._has_energy[index] or self._has_power[index]):
                 raise NotSupported(f"GPU {index}: {error}") from error
         except nvml.NVMLError as error:
