@@ -50,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
                 gpu.set_utilization(args.utilization)
         else:
             source = detect_source()
-        sender = ConsoleMetricsSender() if args.console else OtlpMetricsSender.from_env(args.endpoint, args.protocol)
+        if args.console:
+            sender = ConsoleMetricsSender(sys.stdout)
+        else:
+            sender = OtlpMetricsSender.from_env(args.endpoint, args.protocol)
     except (SourceError, ValueError) as error:
         print(f"carbonspan sampler: {error}", file=sys.stderr)
         return 2

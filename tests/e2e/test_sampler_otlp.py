@@ -129,12 +129,12 @@ def test_exporter_outage_buffers_and_resends(receiver):
         sender.close()
 
 
-def test_sampler_command_console_output(capfd):
+def test_sampler_command_console_output(capsys):
     from carbonspan.collector.cli import main
 
     assert main(["sampler", "--simulate", "L4 x2", "--console", "--interval", "0.05", "--duration", "0.3",
                  "--region", "us-west-2", "--host-name", "node-9"]) == 0
-    out, err = capfd.readouterr()
+    out, err = capsys.readouterr()
     assert "sampling GPU 1: L4" in err
     assert '"hw.energy"' in out and '"us-west-2"' in out and '"node-9"' in out
 
