@@ -10,9 +10,11 @@ from collections.abc import Sequence
 
 #: command -> (module, one-line help). The module has ``add_arguments(parser)`` and ``run(args) -> int``,
 #: and imports what it needs to run inside ``run``.
-COMMANDS: dict[str, tuple[str, str]] = {}
-COMMANDS["collector"] = ("carbonspan.collector.collector_cli", "run the collector service")
-COMMANDS["validate"] = ("carbonspan.collector.validate_cli", "check a collector config file and say where it is wrong")
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collector": ("carbonspan.collector.collector_cli", "run the collector service"),
+    "validate": ("carbonspan.collector.validate_cli", "check a collector config file and say where it is wrong"),
+    "sampler": ("carbonspan.instrumentation.power.cli", "sample GPU energy and power, send them as OTLP metrics"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
