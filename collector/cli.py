@@ -11,6 +11,7 @@ from collections.abc import Sequence
 #: command -> (module, one-line help). The module has ``add_arguments(parser)`` and ``run(args) -> int``,
 #: and imports what it needs to run inside ``run``.
 COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS["report"] = ("carbonspan.collector.report.command", "per-request CO2 table and HTML report from an OTLP file")
 
 
 def build_parser() -> argparse.ArgumentParser:

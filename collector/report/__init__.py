@@ -7,11 +7,31 @@ The demo and the CLI both use this API::
     report = build_report(data.traces, data.metrics)    # pure: no I/O
     print(render_table(report, top=20))
     write_html(report, "report.html")
+
+or ``report_file(path)`` for the first two steps, with the skipped lines kept on the report.
+Names are imported on first use, so that ``carbonspan --help`` does not load protobuf.
 """
 
-from carbonspan.collector.report.build import build_report
-from carbonspan.collector.report.load import BadLine, ReportInput, load_file
-from carbonspan.collector.report.model import Report
-from carbonspan.collector.report.table import render_table
+from __future__ import annotations
 
-__all__ = ["BadLine", "Report", "ReportInput", "build_report", "load_file", "render_table"]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "BadLine": "load",
+    "ReportInput": "load",
+    "load_file": "load",
+    "build_report": "build",
+    "Report": "model",
+    "render_table": "table",
+    "render_html": "html",
+    "write_html": "html",
+    "report_file": "command",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -164,14 +164,19 @@ def _span_row(span: Span, resource: Mapping[str, Any], models: Mapping[str, str]
 
 
 def _with_depths(rows: list[SpanRow]) -> list[SpanRow]:
-    """Rows in time order, each with its depth below the trace's root (parents missing count as roots)."""
-    parents = {row.span_id: row.parent_span_id for row in rows}
-    out = []
+    """Rows in tree order (each span before its children, siblings by start time), each with its
+    depth below the trace's root; a span whose parent never arrived counts as a root."""
+    ids = {row.span_id for row in rows}
+    children: dict[str, list[SpanRow]] = {}
     for row in sorted(rows, key=lambda r: (r.start_ns, r.end_ns)):
-        depth, parent = 0, row.parent_span_id
-        while parent in parents and depth < len(rows):
-            depth, parent = depth + 1, parents[parent]
+        parent = row.parent_span_id if row.parent_span_id in ids else ""
+        children.setdefault(parent, []).append(row)
+    out: list[SpanRow] = []
+    stack = [(row, 0) for row in reversed(children.get("", []))]
+    while stack:
+        row, depth = stack.pop()
         out.append(replace(row, depth=depth))
+        stack.extend((child, depth + 1) for child in reversed(children.get(row.span_id, [])))
     return out
 
 
