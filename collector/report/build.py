@@ -165,18 +165,25 @@ def _span_row(span: Span, resource: Mapping[str, Any], models: Mapping[str, str]
 
 def _with_depths(rows: list[SpanRow]) -> list[SpanRow]:
     """Rows in tree order (each span before its children, siblings by start time), each with its
-    depth below the trace's root; a span whose parent never arrived counts as a root."""
+    depth below the trace's root; a span whose parent never arrived counts as a root, and spans
+    caught in a parent cycle (or duplicated ids) are shown flat at the end rather than lost."""
     ids = {row.span_id for row in rows}
-    children: dict[str, list[SpanRow]] = {}
-    for row in sorted(rows, key=lambda r: (r.start_ns, r.end_ns)):
-        parent = row.parent_span_id if row.parent_span_id in ids else ""
-        children.setdefault(parent, []).append(row)
+    order = sorted(range(len(rows)), key=lambda i: (rows[i].start_ns, rows[i].end_ns))
+    children: dict[str, list[int]] = {}
+    for i in order:
+        parent = rows[i].parent_span_id if rows[i].parent_span_id in ids else ""
+        children.setdefault(parent, []).append(i)
     out: list[SpanRow] = []
-    stack = [(row, 0) for row in reversed(children.get("", []))]
+    seen: set[int] = set()
+    stack = [(i, 0) for i in reversed(children.get("", []))]
     while stack:
-        row, depth = stack.pop()
-        out.append(replace(row, depth=depth))
-        stack.extend((child, depth + 1) for child in reversed(children.get(row.span_id, [])))
+        i, depth = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        out.append(replace(rows[i], depth=depth))
+        stack.extend((child, depth + 1) for child in reversed(children.get(rows[i].span_id, [])))
+    out += [replace(rows[i], depth=0) for i in order if i not in seen]
     return out
 
 
