@@ -119,8 +119,8 @@ def _requests(report: Report) -> str:
         _cell(f"TOTAL ({len(report.requests)})", text=True), _cell("", text=True), _cell("", text=True),
         _cell("", text=True), _cell(number(sum(r.input_tokens for r in report.requests))),
         _cell(number(sum(r.output_tokens for r in report.requests))), _cell(number(report.energy_j)),
-        *(_cell(number(sum(f.total_g for r in report.requests if (f := r.by_phase.get(p))))) for p in phases),
-        *(_cell(number(sum(f.total_g for r in report.requests if (f := r.by_region.get(g))))) for g in regions),
+        *(_cell(number(report.phase_total(p).total_g)) for p in phases),
+        *(_cell(number(report.region_total(g).total_g)) for g in regions),
         _cell(number(report.operational_g)), _cell(number(report.embodied_g)), _cell(number(report.total_g)))) + "</tr>"
     return "<h2>Requests</h2>" + _table(header, rows, text_columns=4, table_id="requests", total=total)
 

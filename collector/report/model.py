@@ -195,6 +195,14 @@ class Report:
     def region_names(self) -> tuple[str, ...]:
         return tuple(b.key for b in self.regions)
 
+    def phase_total(self, phase: str) -> Figures:
+        figures = [f for r in self.requests if (f := r.by_phase.get(phase))]
+        return Figures(sum(f.energy_j for f in figures), sum(f.total_g for f in figures))
+
+    def region_total(self, region: str) -> Figures:
+        figures = [f for r in self.requests if (f := r.by_region.get(region))]
+        return Figures(sum(f.energy_j for f in figures), sum(f.total_g for f in figures))
+
     def heaviest(self, top: int | None) -> tuple[RequestRow, ...]:
         """The ``top`` requests with the most gCO2e (all when None), heaviest first."""
         ranked = sorted(self.requests, key=lambda r: r.total_g, reverse=True)

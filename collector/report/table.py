@@ -70,16 +70,13 @@ def _requests(report: Report, top: int | None) -> str:
             number(r.operational_g), number(r.embodied_g), number(r.total_g),
         ])
 
-    def phase_sum(p: str, energy: bool) -> float:
-        return sum((f.energy_j if energy else f.total_g) for r in report.requests if (f := r.by_phase.get(p)))
-
     rows.append(None)
     rows.append([
         f"TOTAL ({len(report.requests)})", "", "", "",
         number(sum(r.input_tokens for r in report.requests)), number(sum(r.output_tokens for r in report.requests)),
-        number(report.energy_j), *(number(phase_sum(p, True)) for p in phases),
-        *(number(phase_sum(p, False)) for p in phases),
-        *(number(sum(f.total_g for r in report.requests if (f := r.by_region.get(g)))) for g in regions),
+        number(report.energy_j), *(number(report.phase_total(p).energy_j) for p in phases),
+        *(number(report.phase_total(p).total_g) for p in phases),
+        *(number(report.region_total(g).total_g) for g in regions),
         number(report.operational_g), number(report.embodied_g), number(report.total_g),
     ])
     return "Requests\n" + grid(header, rows, left=4)
