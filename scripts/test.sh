@@ -17,5 +17,13 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
         --no-install-recommends prometheus
 fi
 
+# Debian's chromium: tests/test_report_html.py renders the HTML report in headless Chromium.
+if ! command -v chromium >/dev/null; then
+    as_root=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends chromium
+fi
+
 .venv/bin/ruff check .
 .venv/bin/python -m pytest -q "$@"
