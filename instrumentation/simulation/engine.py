@@ -196,7 +196,9 @@ class Worker:
         self.steps += 1
         return end_ns
 
-    def finish_step(self, phase_ended: Callable[[SimRequest, PhaseRecord], None]) -> tuple[list[SimRequest], list[SimRequest]]:
+    def finish_step(
+        self, phase_ended: Callable[[SimRequest, PhaseRecord], None]
+    ) -> tuple[list[SimRequest], list[SimRequest]]:
         """Apply the step's progress: (requests whose prefill completed here on a prefill node,
         requests that finished)."""
         step = self.step
@@ -256,7 +258,8 @@ class FleetSimulation:
         self.workload = workload
         self.start_ns = self.now_ns = start_ns
         self.max_requests = max_requests
-        arrivals_rng, self._route_rng, hw_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+        streams = np.random.SeedSequence(seed).spawn(3)
+        arrivals_rng, self._route_rng, hw_rng = (np.random.default_rng(s) for s in streams)
         self.workers = {n.name: Worker(n, start_ns, hw_rng, heartbeat_ns) for n in fleet.nodes}
         self._events: list[tuple[int, int, str, Any]] = []
         self._seq = itertools.count()
@@ -328,7 +331,9 @@ class FleetSimulation:
         self._next_arrival()
         fleet = self.fleet
         can_split = bool(fleet.by_role(ROLE_PREFILL) and fleet.by_role(ROLE_DECODE))
-        split = can_split and (not fleet.by_role(ROLE_AGGREGATED) or self._route_rng.random() < fleet.disaggregated_share)
+        split = can_split and (
+            not fleet.by_role(ROLE_AGGREGATED) or self._route_rng.random() < fleet.disaggregated_share
+        )
         if split:
             request = SimRequest(arrival, True, self._least_loaded(ROLE_PREFILL), self._least_loaded(ROLE_DECODE))
         else:

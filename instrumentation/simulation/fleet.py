@@ -105,7 +105,8 @@ class NodeSpec:
         if self.gpu_count < 1 or self.max_num_seqs < 1 or self.max_batched_tokens < 1:
             raise ValueError(f"node {self.name!r}: gpu_count, max_num_seqs and max_batched_tokens must be >= 1")
         if self.model_key not in PERFORMANCE or power_profile(self.model_key) is None:
-            raise ValueError(f"node {self.name!r}: unknown GPU model {self.gpu_model!r}; known: {', '.join(PERFORMANCE)}")
+            known = ", ".join(PERFORMANCE)
+            raise ValueError(f"node {self.name!r}: unknown GPU model {self.gpu_model!r}; known: {known}")
 
     @property
     def model_key(self) -> str:
