@@ -11,6 +11,7 @@ from collections.abc import Sequence
 #: command -> (module, one-line help). The module has ``add_arguments(parser)`` and ``run(args) -> int``,
 #: and imports what it needs to run inside ``run``.
 COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS["sampler"] = ("carbonspan.instrumentation.power.cli", "sample GPU energy and power, send them as OTLP metrics")
 
 
 def build_parser() -> argparse.ArgumentParser:
