@@ -253,11 +253,14 @@ class FleetSimulation:
     """
 
     def __init__(self, fleet: FleetSpec, workload: WorkloadSpec, *, start_ns: int, seed: int = 0,
-                 max_requests: int | None = None, heartbeat_ns: int = 100_000_000) -> None:
+                 max_requests: int | None = None, arrivals_until_ns: int | None = None,
+                 heartbeat_ns: int = 100_000_000) -> None:
         self.fleet = fleet
         self.workload = workload
         self.start_ns = self.now_ns = start_ns
         self.max_requests = max_requests
+        self.arrivals_until_ns = arrivals_until_ns
+        self._arrivals_over = False
         streams = np.random.SeedSequence(seed).spawn(3)
         arrivals_rng, self._route_rng, hw_rng = (np.random.default_rng(s) for s in streams)
         self.workers = {n.name: Worker(n, start_ns, hw_rng, heartbeat_ns) for n in fleet.nodes}
@@ -288,8 +291,8 @@ class FleetSimulation:
 
     @property
     def done(self) -> bool:
-        """All requests asked for have arrived and finished (only with ``max_requests``)."""
-        return self.max_requests is not None and self.arrived >= self.max_requests and not self.in_flight
+        """No more requests will arrive (``max_requests`` or ``arrivals_until_ns`` reached) and all have finished."""
+        return self._arrivals_over and not self.in_flight
 
     def drain_arrived(self) -> list[SimRequest]:
         out, self._arrived_list = self._arrived_list, []
@@ -316,9 +319,14 @@ class FleetSimulation:
         heapq.heappush(self._events, (time_ns, next(self._seq), kind, payload))
 
     def _next_arrival(self) -> None:
-        if self.max_requests is None or self.arrived < self.max_requests:
-            arrival = next(self._arrivals)
-            self._push(arrival.time_ns, "arrival", arrival)
+        if self.max_requests is not None and self.arrived >= self.max_requests:
+            self._arrivals_over = True
+            return
+        arrival = next(self._arrivals)
+        if self.arrivals_until_ns is not None and arrival.time_ns > self.arrivals_until_ns:
+            self._arrivals_over = True
+            return
+        self._push(arrival.time_ns, "arrival", arrival)
 
     def _phase_ended(self, request: SimRequest, record: PhaseRecord) -> None:
         self._phases.append((request, record))

@@ -43,7 +43,7 @@ class SeededIds(IdGenerator):
         return self._rng.getrandbits(128) or 1
 
 
-class _Capture:
+class CapturingSender:
     """A metrics 'sender' that keeps each request built by the batcher."""
 
     def __init__(self) -> None:
@@ -127,7 +127,7 @@ class LoadSignals:
     """Each worker's ``carbon.worker.tokens`` and ``carbon.worker.request_time`` by phase."""
 
     def __init__(self, workers: Iterable[Worker], start_ns: int) -> None:
-        self._capture = _Capture()
+        self._capture = CapturingSender()
         self._start_ns = start_ns
         self._batchers = [
             (w, TimestampedMetricBatcher(w.node.resource(), SCOPE, self._capture)) for w in workers
