@@ -16,6 +16,16 @@ from dataclasses import dataclass, field
 import pynvml
 
 
+class Clock:
+    """An injected clock (ns) that a test moves by hand."""
+
+    def __init__(self, t: int = 0) -> None:
+        self.t = t
+
+    def __call__(self) -> int:
+        return self.t
+
+
 @dataclass
 class NvmlGpu:
     uuid: str

@@ -6,6 +6,7 @@ import pytest
 from sampler_doubles import (
     AMDSMI_STATUS_BUSY,
     AmdGpu,
+    Clock,
     FakeAmdSmi,
     FakeNvml,
     NvmlGpu,
@@ -21,19 +22,12 @@ from carbonspan.processors.series import CumulativeSeries
 MS = 1_000_000
 
 
-class Clock:
-    def __init__(self, t: int = 1_700_000_000_000_000_000) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
-
 
 def test_nvml_units_identity_and_power_window():
     ampere = NvmlGpu("GPU-a", "NVIDIA A100-SXM4-80GB", energy_mj=123_456, power_mw=250_500,
                      arch=pynvml.NVML_DEVICE_ARCH_AMPERE)
     volta = NvmlGpu("GPU-v", "Tesla V100-SXM2-32GB", energy_mj=7, power_mw=40_000, arch=pynvml.NVML_DEVICE_ARCH_VOLTA)
-    clock = Clock()
+    clock = Clock(1_700_000_000_000_000_000)
     source = NvmlSource(FakeNvml([ampere, volta]), clock)
     a, v = source.gpus()
     assert (a.uuid, a.model, a.vendor, a.power_window_ns) == ("GPU-a", "NVIDIA A100-SXM4-80GB", "nvidia", 10**9)
@@ -46,7 +40,7 @@ def test_nvml_units_identity_and_power_window():
 
 def test_nvml_without_energy_counter_integrates_power():
     gpu = NvmlGpu("GPU-p", energy_mj=None, power_mw=200_000, arch=pynvml.NVML_DEVICE_ARCH_TURING)
-    clock = Clock()
+    clock = Clock(1_700_000_000_000_000_000)
     source = NvmlSource(FakeNvml([gpu]), clock)
     assert source.read(0).energy_j is None
     sampler = PowerSampler(source, None, 0.1, clock)
@@ -84,7 +78,7 @@ def test_nvml_energy_support_lost_falls_back_to_power_then_not_supported():
 
 def test_driver_error_on_one_gpu_does_not_stop_the_others():
     good, bad = NvmlGpu("GPU-good", energy_mj=0), NvmlGpu("GPU-bad", energy_mj=0)
-    clock = Clock()
+    clock = Clock(1_700_000_000_000_000_000)
     source = NvmlSource(FakeNvml([good, bad]), clock)
     sampler = PowerSampler(source, None, 0.1, clock)
     sampler.sample_once()
@@ -102,7 +96,7 @@ def test_driver_error_on_one_gpu_does_not_stop_the_others():
 
 def test_nvml_counter_reset_starts_a_new_series_that_the_collector_reads_as_a_reset():
     gpu = NvmlGpu("GPU-r", energy_mj=5_000_000)
-    clock = Clock()
+    clock = Clock(1_700_000_000_000_000_000)
     sampler = PowerSampler(NvmlSource(FakeNvml([gpu]), clock), None, 0.1, clock)
     series = CumulativeSeries()
     samples = []

@@ -5,6 +5,7 @@ import math
 import time
 
 import pytest
+from sampler_doubles import Clock
 
 from carbonspan.instrumentation.power.energy import EVENT_RESET, EVENT_WRAP, EnergyTracker
 from carbonspan.instrumentation.power.sampler import PowerSampler
@@ -14,13 +15,6 @@ from carbonspan.instrumentation.power.source import GpuInfo, Reading
 MS = 1_000_000
 S = 1_000_000_000
 
-
-class Clock:
-    def __init__(self, t: int = 0) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
 
 
 class SlowSource(SimulatedPowerSource):

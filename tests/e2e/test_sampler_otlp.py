@@ -10,6 +10,7 @@ from concurrent import futures
 import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from sampler_doubles import Clock
 
 from carbonspan.instrumentation.otlp_push import OtlpMetricsSender, TimestampedMetricBatcher
 from carbonspan.instrumentation.power.sampler import SCOPE_NAME, PowerSampler
@@ -45,13 +46,6 @@ def receiver():
     yield r
     r.stop()
 
-
-class Clock:
-    def __init__(self, t: int) -> None:
-        self.t = t
-
-    def __call__(self) -> int:
-        return self.t
 
 
 def run_node(receiver_port, clock, gpus, seconds, region="eu-north-1"):
