@@ -152,13 +152,13 @@ def _say_export(service: Service, export: str | None) -> None:
 
     if export is None:
         return
-    stats = dict(service.exporters[EXPORT_ID].stats())
-    dropped = stats.get("dropped", 0) + stats.get("failed", 0)
+    stats = service.exporters[EXPORT_ID].stats()
+    sent, dropped = stats.get("sent_items", 0), stats.get("dropped_items", 0)
     if dropped:
-        print(f"carbonspan demo: {export} did not take everything ({stats}); is Jaeger/Tempo listening there "
-              "with OTLP/gRPC? The report below does not depend on it.", file=sys.stderr)
+        print(f"carbonspan demo: {export} did not take {dropped} enriched spans ({sent} sent); is Jaeger or "
+              "Tempo listening there with OTLP/gRPC? The report below does not depend on it.", file=sys.stderr)
     else:
-        print(f"enriched spans sent to {export}: {stats.get('sent', 0)} requests", file=sys.stderr)
+        print(f"{sent} enriched spans sent to {export}", file=sys.stderr)
 
 
 def _report(demo: DemoConfig, regions: list[str], top: int, finished: int) -> int:
