@@ -49,7 +49,7 @@ def run_for(sampler, clock, ticks, stall_at=None, stall_ns=0):
 def test_ticks_stay_on_the_grid_whatever_a_tick_costs():
     clock = Clock(1_000 * S)
     source = SlowSource([SimulatedGpu("L4", clock=clock) for _ in range(2)], clock, read_cost_ns=7 * MS)
-    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock)
+    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock, energy_poll_s=None)
     waits = run_for(sampler, clock, ticks=50)
     starts = source.read_times[::2]
     assert starts == [1_000 * S + k * 100 * MS for k in range(50)]  # no drift: sleep to the tick
@@ -60,7 +60,7 @@ def test_ticks_stay_on_the_grid_whatever_a_tick_costs():
 def test_a_stall_skips_ticks_instead_of_bunching_them():
     clock = Clock(0)
     source = SlowSource([SimulatedGpu("L4", clock=clock)], clock, read_cost_ns=1 * MS)
-    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock)
+    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock, energy_poll_s=None)
     run_for(sampler, clock, ticks=10, stall_at=3, stall_ns=350 * MS)
     # The 0.3 s tick woke 350 ms late: it samples at once, then 0.4-0.6 are skipped and the
     # schedule goes on at 0.7 on the same grid.
