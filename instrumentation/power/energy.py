@@ -121,6 +121,9 @@ class EnergyTracker:
 
     def poll(self, time_ns: int, raw_j: float) -> Sample | None:
         """An energy-only read between ticks: the sample when it places a change."""
+        if raw_j == self._read_raw_j and time_ns > self._read_ns:  # the common case, kept cheap
+            self._read_ns, self._read_changed = time_ns, False
+            return None
         sample = self._counter(time_ns, raw_j, None, tick=False)
         return sample if sample.energy_j is not None else None
 

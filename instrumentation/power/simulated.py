@@ -37,6 +37,7 @@ class SimulatedGpu:
         *,
         clock: Clock = time.time_ns,
         counter_update_ns: int = 100_000_000,
+        counter_phase_ns: int = 0,
         power_window_ns: int = 1_000_000_000,
         power_fn: Callable[[int], float] | None = None,
         energy_fn: Callable[[int], float] | None = None,
@@ -54,6 +55,7 @@ class SimulatedGpu:
         self.uuid = uuid or f"GPU-{uuid_module.uuid4()}"
         self.clock = clock
         self.counter_update_ns = counter_update_ns
+        self.counter_phase_ns = counter_phase_ns  # the counter updates at origin + phase + k x counter_update_ns
         self.power_window_ns = power_window_ns
         self.has_energy_counter = has_energy_counter
         self.energy_wrap_j = energy_wrap_j
@@ -141,7 +143,7 @@ class SimulatedGpu:
     def counter_j(self, t_ns: int) -> float:
         """The hardware energy counter at ``t_ns``: energy up to its last update, after any
         simulated reload, modulo ``energy_wrap_j``."""
-        updated = t_ns - (t_ns - self.origin_ns) % self.counter_update_ns
+        updated = t_ns - (t_ns - self.origin_ns - self.counter_phase_ns) % self.counter_update_ns
         value = self.energy_since_origin_j(updated) - self._counter_offset_j
         return value % self.energy_wrap_j if self.energy_wrap_j else value
 
