@@ -159,3 +159,26 @@ def test_simulate_spec_and_unknown_models():
     assert len({g.uuid for g in source.gpus()}) == 5
     with pytest.raises(ValueError, match="known"):
         SimulatedGpu("Voodoo 2")
+
+
+def test_energy_points_are_placed_at_the_counter_updates():
+    clock = Clock(0)
+    slow = SimulatedGpu("H100 SXM", clock=clock, counter_phase_ns=63 * MS)  # updates at 63, 163, ... ms
+    fast = SimulatedGpu("MI300X", clock=clock, counter_update_ns=1 * MS)  # an accumulator that moves every ms
+    stalled = SimulatedGpu("L4", clock=clock, counter_update_ns=10 * S)
+    sink = RecordingSink()
+    sampler = PowerSampler(SimulatedPowerSource([slow, fast, stalled], clock), sink, 0.1, clock, 0.02)
+    points = {0: [], 1: [], 2: []}
+    for slot in range(100):  # 2 s: ticks every 100 ms, polls every 20 ms
+        clock.t = slot * 20 * MS
+        for sample in sampler.step(slot):
+            if sample.energy_j is not None:
+                points[sample.gpu.index].append(sample.energy_time_ns)
+    # the first update is seen at the pre-tick poll (80 ms) with no read since 0: stamped there; then armed
+    # from each tick, every update is placed between the polls at 60 and 80 ms that bracket it
+    assert points[0][:2] == [0, 80 * MS] and points[0][2:] == [k * 100 * MS + 70 * MS for k in range(1, 20)]
+    # a counter that changes at every poll is fresh when read: stamped at the reads (the pre-tick poll, the tick)
+    assert points[1] == sorted({0} | {k * 100 * MS + d for k in range(20) for d in (-20 * MS, 0)} - {-20 * MS})
+    assert points[2] == [0, 500 * MS, 1_000 * MS, 1_500 * MS]  # a stalled counter still shows every 5 ticks
+    assert len(sink.gauges) == 3 * 20  # power at every tick
+    assert sampler.stats[0].polls < 3 * 20  # a placed update stops the polls until the one before the next tick
