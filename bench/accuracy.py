@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from carbonspan.instrumentation.power.sampler import DEFAULT_ENERGY_POLL_S
 from carbonspan.instrumentation.simulation.replay import Batch, Replay, ReplaySettings
 from carbonspan.processors import semconv
 from carbonspan.processors.attribution import POLICIES
@@ -38,7 +39,8 @@ class Case:
     label: str
     energy_counter: bool
     sample_interval_s: float
-    sampler_phase_ns: int = 37_000_000  # the sampler reads 37 ms after NVML last updated the counter
+    sampler_phase_ns: int = 37_000_000  # the sampler ticks 37 ms after NVML last updated the counter
+    energy_poll_s: float | None = DEFAULT_ENERGY_POLL_S
 
 
 CASES = (
@@ -46,9 +48,10 @@ CASES = (
     Case("energy counter, 1 Hz", True, 1.0),
     Case("power only (1-s avg), 10 Hz", False, 0.1),
     Case("power only (1-s avg), 1 Hz", False, 1.0),
-    # diagnostics: what NVML's 100 ms counter staleness costs
-    Case("energy counter, 10 Hz, read as the counter updates", True, 0.1, 0),
-    Case("energy counter, 50 Hz", True, 0.02),
+    # diagnostics: what NVML's 100 ms counter staleness costs without the energy polls
+    Case("diagnostic: energy counter, 10 Hz, no polls (counter read at the ticks)", True, 0.1, energy_poll_s=None),
+    Case("diagnostic: energy counter, 10 Hz, no polls, ticks as the counter updates", True, 0.1, 0, None),
+    Case("diagnostic: energy counter, 50 Hz ticks, no polls", True, 0.02, energy_poll_s=None),
 )
 
 
@@ -91,7 +94,8 @@ class JoinUnderTest:
 
 def run_case(case: Case, duration_s: float, seed: int) -> list[Row]:
     settings = ReplaySettings(duration_s=duration_s, seed=seed, energy_counter=case.energy_counter,
-                              sample_interval_s=case.sample_interval_s, sampler_phase_ns=case.sampler_phase_ns)
+                              sample_interval_s=case.sample_interval_s, sampler_phase_ns=case.sampler_phase_ns,
+                              energy_poll_s=case.energy_poll_s)
     replay = Replay(settings=settings, start_ns=START_NS)
     joins = [JoinUnderTest(policy) for policy in POLICIES]
     truth: dict[str, float] = {}
@@ -119,11 +123,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=90.0, help="simulated seconds of arrivals")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--cases", help="only the cases whose label contains this text")
     args = parser.parse_args()
     started = time.monotonic()
     print("| input | policy | requests | median error | p95 error | total error | conservation (max GPU) |")
     print("|---|---|---|---|---|---|---|")
     for case in CASES:
+        if args.cases and args.cases not in case.label:
+            continue
         for row in run_case(case, args.duration, args.seed):
             print(f"| {row.case} | {row.policy} | {row.requests} | {row.median_pct:.2f} % | {row.p95_pct:.2f} % "
                   f"| {row.total_pct:+.2f} % | {row.conservation_pct:.3f} % |", flush=True)

@@ -3,7 +3,10 @@ second over real OTLP/gRPC to a receiver on 127.0.0.1 (in a child process, so th
 not counted). Prints the sampler process's CPU time as a percentage of one core; the goal is
 under 0.5 %.
 
-    .venv/bin/python bench/sampler_cpu.py [--seconds 20] [--gpus 8] [--interval 0.1]
+    .venv/bin/python bench/sampler_cpu.py [--seconds 20] [--gpus 8] [--interval 0.1] [--energy-poll 0.02]
+
+The default settings poll each energy counter every 20 ms between the 10 Hz ticks (see
+docs/sampler.md); ``--energy-poll 0`` measures the sampler without those polls.
 
 The simulated read is a few bisects and multiplications; a real NVML call is an ioctl into the
 driver and costs more (tens of microseconds), so on a GPU node expect somewhat more.
@@ -16,6 +19,8 @@ import multiprocessing as mp
 import random
 import resource
 import time
+
+from carbonspan.instrumentation.power.sampler import DEFAULT_ENERGY_POLL_S
 
 
 def receive(conn) -> None:
@@ -55,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--energy-poll", type=float, default=DEFAULT_ENERGY_POLL_S, help="0: no energy polls")
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -65,10 +71,12 @@ def main() -> None:
 
     from carbonspan.instrumentation.otlp_push import OtlpMetricsSender
     from carbonspan.instrumentation.power.sampler import start_sampler_thread
-    from carbonspan.instrumentation.power.simulated import SimulatedPowerSource
+    from carbonspan.instrumentation.power.simulated import SimulatedGpu, SimulatedPowerSource
 
-    source = SimulatedPowerSource.from_spec(f"H100 SXM x{args.gpus}")
     rng = random.Random(1)
+    # Each GPU's counter updates every 100 ms at its own phase, as independent boards do.
+    source = SimulatedPowerSource([SimulatedGpu("H100 SXM", counter_phase_ns=rng.randrange(100_000_000))
+                                   for _ in range(args.gpus)])
     now = time.time_ns()
     for gpu in source.simulated:  # a load that changes every 200 ms, set up before measuring
         for k in range(int(args.seconds * 5) + 10):
@@ -77,10 +85,11 @@ def main() -> None:
     sender = OtlpMetricsSender(f"http://127.0.0.1:{port}")
     start_cpu = cpu_s()
     running = start_sampler_thread(source, interval_s=args.interval, export_interval_s=1.0, sender=sender,
-                                   resource={"service.name": "bench"})
+                                   resource={"service.name": "bench"}, energy_poll_s=args.energy_poll or None)
     time.sleep(2.0)  # past the one-off start (resource detection, first gRPC connection)
     start_cpu = cpu_s() - start_cpu
     samples0 = sum(s.samples for s in running.sampler.stats.values())
+    polls0 = sum(s.polls for s in running.sampler.stats.values())
     cpu0, wall0 = cpu_s(), time.monotonic()
     time.sleep(args.seconds)
     cpu, wall = cpu_s() - cpu0, time.monotonic() - wall0
@@ -90,7 +99,10 @@ def main() -> None:
     receiver.join(5)
 
     samples = sum(s.samples for s in running.sampler.stats.values()) - samples0
-    print(f"{args.gpus} simulated GPUs at {1 / args.interval:.0f} Hz, measured over {wall:.1f} s: {samples} samples; "
+    polls = sum(s.polls for s in running.sampler.stats.values()) - polls0
+    poll = f"energy polls every {args.energy_poll * 1e3:.0f} ms" if args.energy_poll else "no energy polls"
+    print(f"{args.gpus} simulated GPUs at {1 / args.interval:.0f} Hz ({poll}), measured over {wall:.1f} s: "
+          f"{samples} samples, {polls} energy polls; "
           f"{running.batcher.sent_points} points sent in {requests} OTLP requests ({points} received), "
           f"{running.sampler.missed_ticks} ticks missed")
     print(f"start-up (first 2 s, not counted below): {start_cpu:.3f} s CPU")

@@ -49,7 +49,7 @@ def run_for(sampler, clock, ticks, stall_at=None, stall_ns=0):
 def test_ticks_stay_on_the_grid_whatever_a_tick_costs():
     clock = Clock(1_000 * S)
     source = SlowSource([SimulatedGpu("L4", clock=clock) for _ in range(2)], clock, read_cost_ns=7 * MS)
-    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock)
+    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock, energy_poll_s=None)
     waits = run_for(sampler, clock, ticks=50)
     starts = source.read_times[::2]
     assert starts == [1_000 * S + k * 100 * MS for k in range(50)]  # no drift: sleep to the tick
@@ -60,7 +60,7 @@ def test_ticks_stay_on_the_grid_whatever_a_tick_costs():
 def test_a_stall_skips_ticks_instead_of_bunching_them():
     clock = Clock(0)
     source = SlowSource([SimulatedGpu("L4", clock=clock)], clock, read_cost_ns=1 * MS)
-    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock)
+    sampler = PowerSampler(source, None, interval_s=0.1, clock=clock, energy_poll_s=None)
     run_for(sampler, clock, ticks=10, stall_at=3, stall_ns=350 * MS)
     # The 0.3 s tick woke 350 ms late: it samples at once, then 0.4-0.6 are skipped and the
     # schedule goes on at 0.7 on the same grid.
@@ -159,3 +159,26 @@ def test_simulate_spec_and_unknown_models():
     assert len({g.uuid for g in source.gpus()}) == 5
     with pytest.raises(ValueError, match="known"):
         SimulatedGpu("Voodoo 2")
+
+
+def test_energy_points_are_placed_at_the_counter_updates():
+    clock = Clock(0)
+    slow = SimulatedGpu("H100 SXM", clock=clock, counter_phase_ns=63 * MS)  # updates at 63, 163, ... ms
+    fast = SimulatedGpu("MI300X", clock=clock, counter_update_ns=1 * MS)  # an accumulator that moves every ms
+    stalled = SimulatedGpu("L4", clock=clock, counter_update_ns=10 * S)
+    sink = RecordingSink()
+    sampler = PowerSampler(SimulatedPowerSource([slow, fast, stalled], clock), sink, 0.1, clock, 0.02)
+    points = {0: [], 1: [], 2: []}
+    for slot in range(100):  # 2 s: ticks every 100 ms, polls every 20 ms
+        clock.t = slot * 20 * MS
+        for sample in sampler.step(slot):
+            if sample.energy_j is not None:
+                points[sample.gpu.index].append(sample.energy_time_ns)
+    # the first update is seen at the pre-tick poll (80 ms) with no read since 0: stamped there; then armed
+    # from each tick, every update is placed between the polls at 60 and 80 ms that bracket it
+    assert points[0][:2] == [0, 80 * MS] and points[0][2:] == [k * 100 * MS + 70 * MS for k in range(1, 20)]
+    # a counter that changes at every poll is fresh when read: stamped at the reads (the pre-tick poll, the tick)
+    assert points[1] == sorted({k * 100 * MS for k in range(20)} | {k * 100 * MS - 20 * MS for k in range(1, 21)})
+    assert points[2] == [0, 500 * MS, 1_000 * MS, 1_500 * MS]  # a stalled counter still shows every 5 ticks
+    assert len(sink.gauges) == 3 * 20  # power at every tick
+    assert sampler.stats[1].polls == 20  # a placed update stops the polls until the one before the next tick

@@ -89,13 +89,9 @@ class AmdSmiSource:
         smi = self._smi
         handle = self._handles[index]
         time_ns = self._clock()
-        energy_j = power_w = None
+        power_w = None
         try:
-            resolution = self._resolution_uj.get(index)
-            if resolution is not None:
-                count = smi.amdsmi_get_energy_count(handle)
-                counts = count["energy_accumulator"] if "energy_accumulator" in count else count["power"]
-                energy_j = counts * resolution * 1e-6
+            energy_j = self._energy_j(index, handle)
             key = self._power_key.get(index)
             if key is not None:
                 value = smi.amdsmi_get_power_info(handle)[key]
@@ -105,6 +101,20 @@ class AmdSmiSource:
                 raise NotSupported(f"GPU {index}: {error}") from error
             raise SourceError(f"GPU {index}: {error}") from error
         return Reading(time_ns, energy_j, power_w)
+
+    def read_energy(self, index: int) -> float | None:
+        try:
+            return self._energy_j(index, self._handles[index])
+        except self._smi.AmdSmiLibraryException as error:  # NotSupported included: the next tick decides
+            raise SourceError(f"GPU {index}: {error}") from error
+
+    def _energy_j(self, index: int, handle: object) -> float | None:
+        resolution = self._resolution_uj.get(index)
+        if resolution is None:
+            return None
+        count = self._smi.amdsmi_get_energy_count(handle)
+        counts = count["energy_accumulator"] if "energy_accumulator" in count else count["power"]
+        return counts * resolution * 1e-6
 
     def close(self) -> None:
         try:

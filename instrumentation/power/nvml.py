@@ -134,6 +134,15 @@ class NvmlSource:
             raise SourceError(f"GPU {index}: {error}") from error
         return Reading(time_ns, energy_j, power_w)
 
+    def read_energy(self, index: int) -> float | None:
+        if not self._has_energy[index]:
+            return None
+        nvml = self._nvml
+        try:
+            return nvml.nvmlDeviceGetTotalEnergyConsumption(self._handles[index]) / 1000.0  # mJ -> J
+        except nvml.NVMLError as error:  # NotSupported included: the next tick's read() sorts it out
+            raise SourceError(f"GPU {index}: {error}") from error
+
     def close(self) -> None:
         try:
             self._nvml.nvmlShutdown()

@@ -3,10 +3,11 @@
 A ``SimulatedGpu`` draws idle + (max - idle) x utilisation watts (figures per model from
 ``processors/data/gpu_power.csv``), or whatever a caller-supplied ``power_fn`` says, and knows
 the exact energy it drew over any interval (``true_energy_j``): that is the ground truth the
-sampler and the carbon join are checked against. It reports what a real driver reports, with the
-same imperfections: an energy counter that only moves every ``counter_update_ns`` (NVML updates
-it about every 100 ms) and a power figure averaged over the last ``power_window_ns`` (NVML on
-Ampere and newer: 1 s).
+sampler and the carbon join are checked against (a caller that knows its power's exact integral,
+as the fleet simulator's step timelines do, passes it as ``energy_fn`` with the ``power_fn``).
+It reports what a real driver reports, with the same imperfections: an energy counter that only
+moves every ``counter_update_ns`` (NVML updates it about every 100 ms) and a power figure averaged
+over the last ``power_window_ns`` (NVML on Ampere and newer: 1 s).
 
 Time comes only from the injected ``clock`` (ns), so a simulation can run on a simulated clock
 far faster than real time.
@@ -36,8 +37,10 @@ class SimulatedGpu:
         *,
         clock: Clock = time.time_ns,
         counter_update_ns: int = 100_000_000,
+        counter_phase_ns: int = 0,
         power_window_ns: int = 1_000_000_000,
         power_fn: Callable[[int], float] | None = None,
+        energy_fn: Callable[[int], float] | None = None,
         has_energy_counter: bool = True,
         energy_wrap_j: float | None = None,
     ) -> None:
@@ -46,15 +49,20 @@ class SimulatedGpu:
             raise ValueError(f"unknown GPU model {model!r}; known: {', '.join(known_models())}")
         if counter_update_ns < 1 or power_window_ns < 0:
             raise ValueError("counter_update_ns must be >= 1 and power_window_ns >= 0")
+        if energy_fn is not None and power_fn is None:
+            raise ValueError("energy_fn is the integral of a power_fn: give both")
         self.profile = profile
         self.uuid = uuid or f"GPU-{uuid_module.uuid4()}"
         self.clock = clock
         self.counter_update_ns = counter_update_ns
+        self.counter_phase_ns = counter_phase_ns  # the counter updates at origin + phase + k x counter_update_ns
         self.power_window_ns = power_window_ns
         self.has_energy_counter = has_energy_counter
         self.energy_wrap_j = energy_wrap_j
         self.origin_ns = clock()
         self._power_fn = power_fn
+        self._energy_fn = energy_fn
+        self._energy_fn_origin_j = energy_fn(self.origin_ns) if energy_fn else 0.0
         # Piecewise-constant utilisation: breakpoints, the utilisation from each, and the energy
         # drawn from origin_ns up to each breakpoint (a prefix sum, recomputed from an insertion on).
         self._times: list[int] = [self.origin_ns]
@@ -98,6 +106,8 @@ class SimulatedGpu:
     # ------------------------------------------------------------------ ground truth
     def energy_since_origin_j(self, t_ns: int) -> float:
         """Exact energy (J) drawn from creation to ``t_ns`` (negative before creation, idle there)."""
+        if self._energy_fn is not None:
+            return self._energy_fn(t_ns) - self._energy_fn_origin_j
         if self._power_fn is not None:
             return self._integrated(t_ns)
         i = max(bisect.bisect_right(self._times, t_ns) - 1, 0)
@@ -133,7 +143,7 @@ class SimulatedGpu:
     def counter_j(self, t_ns: int) -> float:
         """The hardware energy counter at ``t_ns``: energy up to its last update, after any
         simulated reload, modulo ``energy_wrap_j``."""
-        updated = t_ns - (t_ns - self.origin_ns) % self.counter_update_ns
+        updated = t_ns - (t_ns - self.origin_ns - self.counter_phase_ns) % self.counter_update_ns
         value = self.energy_since_origin_j(updated) - self._counter_offset_j
         return value % self.energy_wrap_j if self.energy_wrap_j else value
 
@@ -151,6 +161,9 @@ class SimulatedGpu:
         t = self.clock()
         energy = self.counter_j(t) if self.has_energy_counter else None
         return Reading(t, energy, self.reported_power_w(t))
+
+    def read_energy(self) -> float | None:
+        return self.counter_j(self.clock()) if self.has_energy_counter else None
 
 
 class SimulatedPowerSource:
@@ -194,6 +207,11 @@ class SimulatedPowerSource:
         if index in self.failing:
             raise SourceError(f"simulated driver error on GPU {index}")
         return self._gpus[index].read()
+
+    def read_energy(self, index: int) -> float | None:
+        if index in self.failing:
+            raise SourceError(f"simulated driver error on GPU {index}")
+        return self._gpus[index].read_energy()
 
     def close(self) -> None:
         pass

@@ -62,4 +62,9 @@ class PowerSource(Protocol):
         """Raises SourceError (or NotSupported) when the GPU cannot be read."""
         ...
 
+    def read_energy(self, index: int) -> float | None:
+        """The energy counter alone (J), for the polls between ticks: one driver call, no
+        allocation. None where the GPU has no counter (any more); raises SourceError."""
+        ...
+
     def close(self) -> None: ...

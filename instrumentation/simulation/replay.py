@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import Me
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
+from carbonspan.instrumentation.power.sampler import DEFAULT_ENERGY_POLL_S
 from carbonspan.instrumentation.simulation.energy import NodeSampler, SimClock
 from carbonspan.instrumentation.simulation.engine import FleetSimulation, SimRequest
 from carbonspan.instrumentation.simulation.fleet import FleetSpec, default_fleet
@@ -44,6 +45,8 @@ class ReplaySettings:
     power_window_ns: int = 1_000_000_000
     #: the samplers' ticks are this far after the counters' updates: a sampler is not in phase with the driver.
     sampler_phase_ns: int = 37_000_000
+    #: the samplers' energy polls between ticks (None: counters read at the ticks only).
+    energy_poll_s: float | None = DEFAULT_ENERGY_POLL_S
     heartbeat_ns: int = 100_000_000
     tail_s: float = 2.0
 
@@ -52,6 +55,8 @@ class ReplaySettings:
             raise ValueError("give duration_s or requests (or both)")
         if self.sample_interval_s <= 0 or self.export_interval_s <= 0:
             raise ValueError("sample and export intervals must be > 0")
+        if self.energy_poll_s is not None and self.energy_poll_s <= 0:
+            raise ValueError("energy_poll_s must be > 0 (or None)")
 
 
 @dataclass
@@ -80,23 +85,26 @@ class Replay:
         self.load = LoadSignals(self.sim.workers.values(), self.start_ns)
         self.samplers = [
             NodeSampler(worker, self.clock, s.sample_interval_s, energy_counter=s.energy_counter,
-                        counter_update_ns=s.counter_update_ns, power_window_ns=s.power_window_ns)
+                        counter_update_ns=s.counter_update_ns, power_window_ns=s.power_window_ns,
+                        energy_poll_s=s.energy_poll_s)
             for worker in self.sim.workers.values()
         ]
 
     def batches(self) -> Iterator[Batch]:
         s = self.settings
         interval, export = round(s.sample_interval_s * NS), round(s.export_interval_s * NS)
-        tick = self.start_ns + s.sampler_phase_ns % interval
+        slot_ns = self.samplers[0].sampler.poll_ns if self.samplers else interval  # one grid for all nodes
+        first = self.start_ns + s.sampler_phase_ns % interval
+        slot = 0
         now = self.start_ns
         end_ns = None
         while end_ns is None or now < end_ns:
             now += export
-            while tick <= now:
-                self._advance(tick)
+            while first + slot * slot_ns <= now:
+                self._advance(first + slot * slot_ns)
                 for sampler in self.samplers:
-                    sampler.sample()
-                tick += interval
+                    sampler.sample(slot)
+                slot += 1
             self._advance(now)
             yield self._collect(now)
             if end_ns is None and self.sim.done:

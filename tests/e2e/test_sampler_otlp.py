@@ -57,10 +57,10 @@ def run_node(receiver_port, clock, gpus, seconds, region="eu-north-1"):
     sender = OtlpMetricsSender(f"http://127.0.0.1:{receiver_port}")
     batcher = TimestampedMetricBatcher({semconv.CLOUD_REGION: region}, SCOPE_NAME, sender)
     sampler = PowerSampler(SimulatedPowerSource(gpus, clock), batcher, interval_s=0.1, clock=clock)
-    for tick in range(seconds * 10 + 1):
-        clock.t = T0 + tick * 100 * MS
-        sampler.sample_once()
-        if tick % 10 == 0:
+    for slot in range(seconds * 50 + 1):  # ticks every 100 ms, energy polls every 20 ms between
+        clock.t = T0 + slot * 20 * MS
+        sampler.step(slot)
+        if slot % 50 == 0:
             assert batcher.flush()
     sender.close()
     return batcher
@@ -70,15 +70,23 @@ def test_energy_received_over_otlp_matches_ground_truth(receiver):
     clock = Clock(T0)
     counter_gpu = SimulatedGpu("H100 SXM", "GPU-counter", clock=clock)
     power_gpu = SimulatedGpu("A100 SXM", "GPU-power", clock=clock, has_energy_counter=False)
-    batcher = run_node(receiver.port, clock, [counter_gpu, power_gpu], seconds=60)
+    run_node(receiver.port, clock, [counter_gpu, power_gpu], seconds=60)
 
-    assert len(receiver.requests) == 61 and batcher.sent_points == 601 * 4
+    assert len(receiver.requests) == 61
     request = receiver.requests[30]
     (rm,) = request.resource_metrics
     assert attributes_to_dict(rm.resource.attributes)[semconv.CLOUD_REGION] == "eu-north-1"
-    energy = next(m for m in rm.scope_metrics[0].metrics if m.name == semconv.HW_ENERGY)
-    assert len(energy.sum.data_points) == 20  # ten timestamped points per GPU in one request
-    assert energy.sum.is_monotonic
+    metrics = {m.name: m for m in rm.scope_metrics[0].metrics}
+    assert len(metrics[semconv.HW_POWER].gauge.data_points) == 20  # ten timestamped points per GPU
+    energy = metrics[semconv.HW_ENERGY].sum
+    assert energy.is_monotonic
+    by_gpu = {}
+    for p in energy.data_points:
+        by_gpu.setdefault(attributes_to_dict(p.attributes)[semconv.HW_ID], []).append(p.time_unix_nano)
+    # The power-only GPU: a point per tick. The counter GPU (updates every 100 ms, on the ticks):
+    # one point per update, placed between the poll before it and the read that saw it.
+    assert len(by_gpu["GPU-power"]) == 10
+    assert len(by_gpu["GPU-counter"]) == 10 and all(t % (100 * MS) == 90 * MS for t in by_gpu["GPU-counter"])
 
     telemetry = Telemetry(retention_ns=3600 * S)
     for r in receiver.requests:
@@ -99,7 +107,7 @@ def test_exporter_outage_buffers_and_resends(receiver):
     gpu = SimulatedGpu("L4", "GPU-outage", clock=clock)
     sender = OtlpMetricsSender(f"http://127.0.0.1:{port}", timeout_s=2)
     batcher = TimestampedMetricBatcher({}, SCOPE_NAME, sender)
-    sampler = PowerSampler(SimulatedPowerSource([gpu], clock), batcher, clock=clock)
+    sampler = PowerSampler(SimulatedPowerSource([gpu], clock), batcher, clock=clock, energy_poll_s=None)
     for tick in range(30):
         clock.t = T0 + tick * 100 * MS
         sampler.sample_once()
