@@ -1,0 +1,115 @@
+"""vLLM entry points: ``register`` (vllm.general_plugins) and ``CarbonStatLogger``
+(vllm.stat_logger_plugins). Both do nothing unless CARBONSPAN_VLLM=1.
+
+``register`` runs in every vLLM process; in the frontend it extends
+``OutputProcessor.do_tracing`` (vLLM's own per-finished-request tracing hook, active when
+``--otlp-traces-endpoint`` is set, which is also what makes vLLM keep the request's
+``traceparent``) so that each finished request's timestamps and trace headers are left on the
+step's ``IterationStats``; ``CarbonStatLogger.record`` picks them up in the same step and emits
+the phase spans under its engine's resource, then advances the load counters from the step's
+``iteration_details``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from carbonspan.instrumentation.vllm.connector import KV_PARAMS_KEY
+from carbonspan.instrumentation.vllm.instrument import EngineInstrumentation, enabled
+from carbonspan.instrumentation.vllm.resource import role_for
+from carbonspan.instrumentation.vllm.timeline import FinishedRequest, KvTransfer, StepLoad
+
+try:
+    from vllm.v1.metrics.loggers import StatLoggerBase
+except ImportError:  # vLLM absent: the pure parts of this package stay importable
+    StatLoggerBase = object  # type: ignore[assignment,misc]
+
+#: IterationStats attribute holding [(request fields, trace headers)] of requests finished this step.
+_FINISHED_ATTR = "carbonspan_finished"
+_MAX_STEP_FALLBACK_NS = 1_000_000_000
+_patched = False
+
+
+def register() -> None:
+    """vllm.general_plugins entry point."""
+    global _patched
+    if not enabled() or _patched:
+        return
+    from vllm.v1.engine.output_processor import OutputProcessor
+
+    original = OutputProcessor.do_tracing
+
+    def do_tracing(self: Any, engine_core_output: Any, req_state: Any, iteration_stats: Any) -> None:
+        original(self, engine_core_output, req_state, iteration_stats)
+        stats = req_state.stats
+        if iteration_stats is None or stats is None:
+            return
+        params = engine_core_output.kv_transfer_params or {}
+        kv = params.get(KV_PARAMS_KEY)
+        fields = dict(request_id=req_state.external_req_id, prompt_tokens=req_state.prompt_len,
+                      cached_tokens=req_state.num_cached_tokens, generated_tokens=stats.num_generation_tokens,
+                      queued_s=stats.queued_ts, scheduled_s=stats.scheduled_ts, first_token_s=stats.first_token_ts,
+                      last_token_s=stats.last_token_ts, kv=KvTransfer.from_params(kv) if kv else None)
+        iteration_stats.__dict__.setdefault(_FINISHED_ATTR, []).append((fields, engine_core_output.trace_headers))
+
+    OutputProcessor.do_tracing = do_tracing
+    _register_connectors()
+    _patched = True
+
+
+def _register_connectors() -> None:
+    """Also make ``Carbon<Name>`` usable by name alone (without kv_connector_module_path)."""
+    from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
+
+    for name in list(KVConnectorFactory._registry):
+        wrapped = f"Carbon{name}"
+        if not name.startswith("Carbon") and wrapped not in KVConnectorFactory._registry:
+            KVConnectorFactory.register_connector(wrapped, "carbonspan.instrumentation.vllm.connector", wrapped)
+
+
+def step_load(scheduler_stats: Any, iteration_stats: Any, now_ns: int, last_ns: int) -> StepLoad | None:
+    """The step that just ended, from iteration_details (exact) or else from IterationStats."""
+    details = getattr(scheduler_stats, "iteration_details", None)
+    if details is not None:
+        if details.is_dummy:
+            return None
+        return StepLoad(now_ns - round(details.elapsed_ms * 1e6), now_ns, details.num_ctx_tokens,
+                        details.num_generation_tokens, details.num_ctx_requests, details.num_generation_requests)
+    if iteration_stats is None:
+        return None
+    first_tokens = len(iteration_stats.time_to_first_tokens_iter)
+    running = scheduler_stats.num_running_reqs if scheduler_stats is not None else first_tokens
+    start = max(last_ns, now_ns - _MAX_STEP_FALLBACK_NS)
+    return StepLoad(start, now_ns, iteration_stats.prompt_token_stats.computed,
+                    max(0, iteration_stats.num_generation_tokens - first_tokens), first_tokens,
+                    max(0, running - first_tokens))
+
+
+class CarbonStatLogger(StatLoggerBase):  # type: ignore[misc,valid-type]
+    """vllm.stat_logger_plugins entry point; also passed to LLMEngine/AsyncLLM ``stat_loggers``."""
+
+    def __init__(self, vllm_config: Any, engine_index: int = 0, **sinks: Any) -> None:
+        self.instrumentation: EngineInstrumentation | None = None
+        if not enabled():
+            return
+        kv = vllm_config.kv_transfer_config
+        model_config = vllm_config.model_config
+        self.model = str(model_config.served_model_name or model_config.model)
+        self.instrumentation = EngineInstrumentation(
+            self.model, role_for(kv.kv_role if kv else None),
+            instance_id=f"{kv.engine_id}" if kv and kv.engine_id else None, **sinks)
+
+    def record(self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None,
+               engine_idx: int = 0) -> None:
+        inst = self.instrumentation
+        if inst is None:
+            return
+        step = step_load(scheduler_stats, iteration_stats, time.time_ns(), inst.load.last_ns)
+        if step is not None:
+            inst.on_step(step)
+        for fields, headers in getattr(iteration_stats, _FINISHED_ATTR, ()):
+            inst.on_finished(FinishedRequest(model=self.model, **fields), headers)
+
+    def log_engine_initialized(self) -> None:
+        pass
