@@ -12,9 +12,11 @@ the phase spans under its engine's resource, then advances the load counters fro
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
+from carbonspan.instrumentation.vllm.clock import ClockAlignment
 from carbonspan.instrumentation.vllm.connector import KV_PARAMS_KEY
 from carbonspan.instrumentation.vllm.instrument import EngineInstrumentation, enabled
 from carbonspan.instrumentation.vllm.resource import role_for
@@ -25,10 +27,20 @@ try:
 except ImportError:  # vLLM absent: the pure parts of this package stay importable
     StatLoggerBase = object  # type: ignore[assignment,misc]
 
-#: IterationStats attribute holding [(request fields, trace headers)] of requests finished this step.
+#: IterationStats attributes: [(request fields, trace headers)] of requests finished this step; the
+#: EngineCore's monotonic time of the step's output; the earliest SCHEDULED event in the step.
 _FINISHED_ATTR = "carbonspan_finished"
+_END_ATTR = "carbonspan_end_s"
+_SCHEDULED_ATTR = "carbonspan_scheduled_s"
 _MAX_STEP_FALLBACK_NS = 1_000_000_000
 _patched = False
+
+
+class _DropIterationLines(logging.Filter):
+    """Iteration details are on for the load counters, not for a log line per engine step."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("%sIteration(")
 
 
 def register() -> None:
@@ -36,7 +48,9 @@ def register() -> None:
     global _patched
     if not enabled() or _patched:
         return
+    from vllm.v1.engine import EngineCoreEventType
     from vllm.v1.engine.output_processor import OutputProcessor
+    from vllm.v1.metrics.stats import IterationStats
 
     original = OutputProcessor.do_tracing
 
@@ -53,7 +67,27 @@ def register() -> None:
                       last_token_s=stats.last_token_ts, kv=KvTransfer.from_params(kv) if kv else None)
         iteration_stats.__dict__.setdefault(_FINISHED_ATTR, []).append((fields, engine_core_output.trace_headers))
 
+    original_process = OutputProcessor.process_outputs
+
+    def process_outputs(self: Any, engine_core_outputs: Any, engine_core_timestamp: float | None = None,
+                        iteration_stats: Any = None, *args: Any, **kwargs: Any) -> Any:
+        if iteration_stats is not None and engine_core_timestamp is not None:
+            iteration_stats.__dict__[_END_ATTR] = engine_core_timestamp
+        return original_process(self, engine_core_outputs, engine_core_timestamp, iteration_stats, *args, **kwargs)
+
+    original_events = IterationStats.update_from_events
+
+    def update_from_events(self: Any, req_id: str, events: Any, *args: Any, **kwargs: Any) -> None:
+        original_events(self, req_id, events, *args, **kwargs)
+        for event in events:
+            if event.type == EngineCoreEventType.SCHEDULED:
+                known = self.__dict__.get(_SCHEDULED_ATTR)
+                self.__dict__[_SCHEDULED_ATTR] = event.timestamp if known is None else min(known, event.timestamp)
+
     OutputProcessor.do_tracing = do_tracing
+    OutputProcessor.process_outputs = process_outputs
+    IterationStats.update_from_events = update_from_events
+    logging.getLogger("vllm.v1.metrics.loggers").addFilter(_DropIterationLines())
     _register_connectors()
     _patched = True
 
@@ -68,22 +102,39 @@ def _register_connectors() -> None:
             KVConnectorFactory.register_connector(wrapped, "carbonspan.instrumentation.vllm.connector", wrapped)
 
 
-def step_load(scheduler_stats: Any, iteration_stats: Any, now_ns: int, last_ns: int) -> StepLoad | None:
-    """The step that just ended, from iteration_details (exact) or else from IterationStats."""
+def step_load(scheduler_stats: Any, iteration_stats: Any, now_ns: int, last_ns: int, busy: bool,
+              clock: ClockAlignment) -> StepLoad | None:
+    """The step that just ended, from iteration_details (exact batch) or else from IterationStats.
+
+    Its end is the EngineCore's output time where known. Its start: the previous step's end when
+    the engine was busy (steps run back to back; ``elapsed_ms`` alone undercounts, it excludes
+    scheduling and, with the in-process executor, the forward pass itself); after an idle spell,
+    the earliest SCHEDULED event of the step, else ``elapsed_ms`` before its end.
+    """
+    end_s = getattr(iteration_stats, _END_ATTR, None) if iteration_stats is not None else None
+    end = clock.wall_ns(end_s) if end_s is not None else now_ns
+    scheduled_s = getattr(iteration_stats, _SCHEDULED_ATTR, None) if iteration_stats is not None else None
     details = getattr(scheduler_stats, "iteration_details", None)
     if details is not None:
         if details.is_dummy:
             return None
-        return StepLoad(now_ns - round(details.elapsed_ms * 1e6), now_ns, details.num_ctx_tokens,
-                        details.num_generation_tokens, details.num_ctx_requests, details.num_generation_requests)
-    if iteration_stats is None:
+        start = end - round(details.elapsed_ms * 1e6)
+        batch = (details.num_ctx_tokens, details.num_generation_tokens, details.num_ctx_requests,
+                 details.num_generation_requests)
+    elif iteration_stats is not None:
+        first_tokens = len(iteration_stats.time_to_first_tokens_iter)
+        running = scheduler_stats.num_running_reqs if scheduler_stats is not None else first_tokens
+        start = max(last_ns, end - _MAX_STEP_FALLBACK_NS)
+        batch = (iteration_stats.prompt_token_stats.computed,
+                 max(0, iteration_stats.num_generation_tokens - first_tokens), first_tokens,
+                 max(0, running - first_tokens))
+    else:
         return None
-    first_tokens = len(iteration_stats.time_to_first_tokens_iter)
-    running = scheduler_stats.num_running_reqs if scheduler_stats is not None else first_tokens
-    start = max(last_ns, now_ns - _MAX_STEP_FALLBACK_NS)
-    return StepLoad(start, now_ns, iteration_stats.prompt_token_stats.computed,
-                    max(0, iteration_stats.num_generation_tokens - first_tokens), first_tokens,
-                    max(0, running - first_tokens))
+    if scheduled_s is not None:
+        start = min(start, clock.wall_ns(scheduled_s))
+    if busy:
+        start = min(start, last_ns)
+    return StepLoad(start, end, *batch)
 
 
 class CarbonStatLogger(StatLoggerBase):  # type: ignore[misc,valid-type]
@@ -91,6 +142,7 @@ class CarbonStatLogger(StatLoggerBase):  # type: ignore[misc,valid-type]
 
     def __init__(self, vllm_config: Any, engine_index: int = 0, **sinks: Any) -> None:
         self.instrumentation: EngineInstrumentation | None = None
+        self._busy = False
         if not enabled():
             return
         kv = vllm_config.kv_transfer_config
@@ -105,9 +157,12 @@ class CarbonStatLogger(StatLoggerBase):  # type: ignore[misc,valid-type]
         inst = self.instrumentation
         if inst is None:
             return
-        step = step_load(scheduler_stats, iteration_stats, time.time_ns(), inst.load.last_ns)
+        step = step_load(scheduler_stats, iteration_stats, time.time_ns(), inst.load.last_ns, self._busy,
+                         inst.clock)
         if step is not None:
             inst.on_step(step)
+        if scheduler_stats is not None:
+            self._busy = scheduler_stats.num_running_reqs > 0
         for fields, headers in getattr(iteration_stats, _FINISHED_ATTR, ()):
             inst.on_finished(FinishedRequest(model=self.model, **fields), headers)
 
