@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +33,23 @@ _TINY_LLAMA = {
 CPU_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
-def tiny_model(directory: str | os.PathLike) -> str:
-    """Write the tiny model's config.json (head_dim 32: CPU attention rejects 16)."""
+def tiny_model(directory: str | os.PathLike, tokenizer: bool = False) -> str:
+    """Write the tiny model's config.json (head_dim 32: CPU attention rejects 16), and with
+    ``tokenizer`` a word-level tokenizer ("w5 w17" -> [5, 17]) for text prompts in the API server."""
     path = Path(directory)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(_TINY_LLAMA))
+    if tokenizer:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+        vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i for i in range(3, _TINY_LLAMA["vocab_size"])}}
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.decoder = decoders.WordPiece(prefix="##")
+        tok.save(str(path / "tokenizer.json"))
+        (path / "tokenizer_config.json").write_text(json.dumps({
+            "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<s>", "eos_token": "</s>",
+            "unk_token": "<unk>", "model_max_length": 512}))
     return str(path)
 
 
@@ -104,12 +120,54 @@ def engine_instrumentation(engine: Any) -> Any:
 
 def serve_command(model: str, port: int, otlp_traces_endpoint: str, kv_config: dict[str, Any] | None = None,
                   extra: list[str] | None = None) -> list[str]:
-    """argv of an instrumented OpenAI API server (the ``vllm`` console script of vllm-cpu is
-    broken, so ``python -m``). Run it with CARBONSPAN_VLLM=1 and CPU_ENV in its environment."""
+    """argv of an instrumented OpenAI API server for a model with a tokenizer (the ``vllm``
+    console script of vllm-cpu is broken, so ``python -m``). Run it with CARBONSPAN_VLLM=1 and
+    CPU_ENV in its environment."""
     argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--port", str(port),
             "--host", "127.0.0.1", "--load-format", "dummy", "--dtype", "float32", "--max-model-len", "512",
-            "--enforce-eager", "--block-size", "32", "--no-enable-prefix-caching", "--skip-tokenizer-init",
+            "--enforce-eager", "--block-size", "32", "--no-enable-prefix-caching",
             "--otlp-traces-endpoint", otlp_traces_endpoint, "--enable-logging-iteration-details"]
     if kv_config is not None:
         argv += ["--kv-transfer-config", json.dumps(kv_config)]
     return argv + list(extra or [])
+
+
+def server_env(role_env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of an instrumented server subprocess: this one + CPU_ENV + the plugin switch,
+    with short span-batch delays so spans leave within a fraction of a second."""
+    env = {**os.environ, **CPU_ENV, ENV_ENABLE: "1", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    env.update(role_env or {})
+    return env
+
+
+def start_server(argv: list[str], env: dict[str, str], log_path: str | os.PathLike) -> subprocess.Popen:
+    """Start a server in its own process group (so that ``stop_server`` ends its children too)."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 300.0) -> float:
+    """Seconds until ``url``/health answers 200; raises if the process dies or time runs out."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before becoming healthy")
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not healthy after {timeout_s} s")
+
+
+def stop_server(process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """SIGINT first (vLLM shuts down and the plugin flushes at exit), SIGKILL if it hangs."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
