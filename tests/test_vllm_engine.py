@@ -5,6 +5,7 @@ load counters against what the requests computed."""
 from __future__ import annotations
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from vllm_harness import OtlpSink
 
@@ -49,6 +50,7 @@ def engine_run(tmp_path_factory):
         instrumentation = launch.engine_instrumentation(engine)
         instrumentation.shutdown()
         engine.engine_core.shutdown()
+        trace.get_tracer_provider().force_flush()  # vLLM's own llm_request spans, before the sink stops
         yield outputs, spans.get_finished_spans(), sink, instrumentation
     patch.undo()
 
