@@ -99,14 +99,23 @@ def test_step_after_idle_gets_a_flat_point_where_it_began():
     load.step(StepLoad(0, 10 * MS, 100, 0, 2, 0))
     points = load.step(StepLoad(500 * MS, 520 * MS, 0, 4, 0, 4))
     assert totals(points, semconv.CARBON_WORKER_TOKENS, semconv.PHASE_DECODE) == [(500 * MS, 0), (520 * MS, 4)]
-    assert totals(points, semconv.CARBON_WORKER_TOKENS, semconv.PHASE_PREFILL) == [(500 * MS, 100), (520 * MS, 100)]
+    assert totals(points, semconv.CARBON_WORKER_TOKENS, semconv.PHASE_PREFILL) == []  # unchanged: no point
 
 
 def test_back_to_back_steps_share_their_boundary_point():
     load = WorkerLoad(start_ns=0)
-    load.step(StepLoad(0, 10 * MS, 100, 0, 2, 0))
+    load.step(StepLoad(0, 10 * MS, 0, 2, 0, 2))
     points = load.step(StepLoad(10 * MS, 15 * MS, 0, 2, 0, 2))
-    assert {p.time_ns for p in points} == {15 * MS}
+    assert {p.time_ns for p in points} == {15 * MS} and len(points) == 2
+
+
+def test_series_that_resumes_after_being_flat_gets_a_point_where_its_step_began():
+    load = WorkerLoad(start_ns=0)
+    load.step(StepLoad(0, 10 * MS, 100, 0, 1, 0))  # prefill
+    load.step(StepLoad(10 * MS, 15 * MS, 0, 1, 0, 1))  # decode only: prefill stays flat
+    points = load.step(StepLoad(15 * MS, 25 * MS, 50, 1, 1, 1))  # a new prefill joins the batch
+    assert totals(points, semconv.CARBON_WORKER_TOKENS, semconv.PHASE_PREFILL) == [(15 * MS, 100), (25 * MS, 150)]
+    assert totals(points, semconv.CARBON_WORKER_TOKENS, semconv.PHASE_DECODE) == [(25 * MS, 2)]
 
 
 def test_request_time_counts_requests_only_in_their_phase_for_the_step_length():

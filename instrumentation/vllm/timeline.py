@@ -134,19 +134,24 @@ class WorkerLoad:
     """Cumulative tokens and request-seconds a worker computed, by phase, as timestamped points.
 
     The join interpolates these counters linearly between points, so the points fall on step
-    boundaries: when a step starts after a gap, a point at its start with the old totals keeps the
-    idle gap flat instead of smearing the step's work back over it. Request-time grows only by the
-    requests that were in the step's batch in that phase, for the step's duration. While no step
-    runs, ``heartbeat`` repeats the totals so the join always has a point past a span's end.
+    boundaries: a series that grows in a step gets a point at the step's end, and, when its last
+    point is older than the step's start (it was flat, or the worker idle), one more at the
+    step's start with the old total, so that the flat stretch stays flat instead of the step's
+    work being smeared back over it. A series that does not change in a step gets no point (a
+    decode-only step sends 2 points, not 8). Request-time grows only by the requests that were in
+    the step's batch in that phase, for the step's duration. While no step runs, ``heartbeat``
+    repeats every total so the join always has a point past a span's end.
     """
 
-    def __init__(self, start_ns: int, gap_ns: int = 1_000_000) -> None:
+    def __init__(self, start_ns: int) -> None:
         self.start_ns = start_ns
-        self._gap_ns = gap_ns
         self._totals: dict[tuple[str, str], float] = {key: 0.0 for key in _SERIES}
+        self._last_point: dict[tuple[str, str], int] = {key: start_ns for key in _SERIES}
         self.last_ns = start_ns
 
     def _points(self, time_ns: int) -> list[LoadPoint]:
+        for key in _SERIES:
+            self._last_point[key] = time_ns
         return [LoadPoint(metric, phase, time_ns, value) for (metric, phase), value in self._totals.items()]
 
     def initial(self) -> list[LoadPoint]:
@@ -155,14 +160,23 @@ class WorkerLoad:
     def step(self, step: StepLoad) -> list[LoadPoint]:
         start = max(step.start_ns, self.last_ns)
         end = max(step.end_ns, start)
-        points = self._points(start) if start - self.last_ns > self._gap_ns else []
         seconds = (end - start) / 1e9
-        t = self._totals
-        t[semconv.CARBON_WORKER_TOKENS, semconv.PHASE_PREFILL] += step.prefill_tokens
-        t[semconv.CARBON_WORKER_TOKENS, semconv.PHASE_DECODE] += step.decode_tokens
-        t[semconv.CARBON_WORKER_REQUEST_TIME, semconv.PHASE_PREFILL] += step.prefill_requests * seconds
-        t[semconv.CARBON_WORKER_REQUEST_TIME, semconv.PHASE_DECODE] += step.decode_requests * seconds
-        points.extend(self._points(end))
+        increments = (
+            ((semconv.CARBON_WORKER_TOKENS, semconv.PHASE_PREFILL), step.prefill_tokens),
+            ((semconv.CARBON_WORKER_TOKENS, semconv.PHASE_DECODE), step.decode_tokens),
+            ((semconv.CARBON_WORKER_REQUEST_TIME, semconv.PHASE_PREFILL), step.prefill_requests * seconds),
+            ((semconv.CARBON_WORKER_REQUEST_TIME, semconv.PHASE_DECODE), step.decode_requests * seconds),
+        )
+        points = []
+        for key, delta in increments:
+            if not delta:
+                continue
+            old = self._totals[key]
+            if self._last_point[key] < start:
+                points.append(LoadPoint(key[0], key[1], start, old))
+            self._totals[key] = old + delta
+            self._last_point[key] = end
+            points.append(LoadPoint(key[0], key[1], end, old + delta))
         self.last_ns = end
         return points
 
