@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 ENV_ENABLE = "CARBONSPAN_VLLM"
 SCOPE = "carbonspan.instrumentation.vllm"
+_PHASE_ATTRIBUTES = {phase: {semconv.CARBON_PHASE: phase} for phase in semconv.COMPUTE_PHASES}
 _UNITS = {semconv.CARBON_WORKER_TOKENS: semconv.UNIT_TOKEN, semconv.CARBON_WORKER_REQUEST_TIME: semconv.UNIT_SECOND}
 
 
@@ -108,9 +109,9 @@ class EngineInstrumentation:
             self._push(self.load.step(step))
 
     def _push(self, points: list[LoadPoint]) -> None:
+        add, start, attributes = self.batcher.add_sum, self.load.start_ns, _PHASE_ATTRIBUTES
         for p in points:
-            self.batcher.add_sum(p.metric, _UNITS[p.metric], {semconv.CARBON_PHASE: p.phase},
-                                 self.load.start_ns, p.time_ns, p.value)
+            add(p.metric, _UNITS[p.metric], attributes[p.phase], start, p.time_ns, p.value)
 
     def _run(self) -> None:
         while not self._stop.wait(self._heartbeat_ns / 1e9):
