@@ -90,7 +90,7 @@ class EngineInstrumentation:
         self._lock = threading.Lock()
         self._heartbeat_ns = int(heartbeat_s * 1e9)
         self._stop = threading.Event()
-        self._push(self.load.initial())
+        self._pending: list[LoadPoint] = self.load.initial()
         self._thread = threading.Thread(target=self._run, name="carbonspan-vllm-load", daemon=True)
         self._thread.start()
         atexit.register(self.shutdown)
@@ -105,8 +105,10 @@ class EngineInstrumentation:
 
     # ---------------------------------------------------------------- load
     def on_step(self, step: StepLoad) -> None:
+        """On the engine's thread: only bookkeeping; the points are handed to the batcher (whose
+        per-point cost is higher) by the background thread."""
         with self._lock:
-            self._push(self.load.step(step))
+            self._pending.extend(self.load.step(step))
 
     def _push(self, points: list[LoadPoint]) -> None:
         add, start, attributes = self.batcher.add_sum, self.load.start_ns, _PHASE_ATTRIBUTES
@@ -116,16 +118,23 @@ class EngineInstrumentation:
     def _run(self) -> None:
         while not self._stop.wait(self._heartbeat_ns / 1e9):
             self.heartbeat()
-            self.batcher.flush()
+            self._send()
 
     def heartbeat(self, every_ns: int | None = None) -> None:
         with self._lock:
-            self._push(self.load.heartbeat(time.time_ns(), self._heartbeat_ns if every_ns is None else every_ns))
+            self._pending.extend(
+                self.load.heartbeat(time.time_ns(), self._heartbeat_ns if every_ns is None else every_ns))
+
+    def _send(self) -> None:
+        with self._lock:
+            points, self._pending = self._pending, []
+        self._push(points)
+        self.batcher.flush()
 
     def flush(self) -> None:
         """Send everything now, with a load point at this instant (so data covers every span)."""
         self.heartbeat(every_ns=0)
-        self.batcher.flush()
+        self._send()
         self.tracer_provider.force_flush()
 
     def shutdown(self) -> None:

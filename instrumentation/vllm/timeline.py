@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from carbonspan.instrumentation.vllm.clock import ClockAlignment
 from carbonspan.processors import semconv
@@ -106,9 +107,9 @@ def phase_windows(request: FinishedRequest, clock: ClockAlignment) -> list[Phase
 # ------------------------------------------------------------------------------------ load
 
 
-@dataclass(frozen=True, slots=True)
-class StepLoad:
-    """One engine step: its wall-clock window and what its batch held, by phase."""
+class StepLoad(NamedTuple):
+    """One engine step: its wall-clock window and what its batch held, by phase (a NamedTuple:
+    one is made per engine step, on the engine's thread)."""
 
     start_ns: int
     end_ns: int
@@ -118,8 +119,7 @@ class StepLoad:
     decode_requests: int
 
 
-@dataclass(frozen=True, slots=True)
-class LoadPoint:
+class LoadPoint(NamedTuple):
     metric: str  # semconv.CARBON_WORKER_TOKENS or CARBON_WORKER_REQUEST_TIME
     phase: str
     time_ns: int
