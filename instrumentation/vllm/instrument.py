@@ -3,10 +3,11 @@
 Both are fed from vLLM's frontend process, where vLLM already gathers what they need: the
 request timestamps of each finished request (captured by the ``do_tracing`` hook installed by
 the plugin) and the per-step batch composition (``SchedulerStats.iteration_details``, handed to
-stat loggers every step). Spans go out through the OTel SDK (batch span processor, OTLP exporter
-configured by the usual OTEL_EXPORTER_OTLP_* variables); load points go out with their own
-timestamps through ``TimestampedMetricBatcher``, flushed once a second with a heartbeat point
-while the engine is idle.
+stat loggers every step). The engine's thread only does bookkeeping (a few microseconds a step);
+a background thread, once a second, makes the spans (through the OTel SDK: batch span
+processor, OTLP exporter configured by the usual OTEL_EXPORTER_OTLP_* variables) and sends the
+load points with their own timestamps through ``TimestampedMetricBatcher``, with a heartbeat
+point while the engine is idle.
 """
 
 from __future__ import annotations
@@ -91,12 +92,19 @@ class EngineInstrumentation:
         self._heartbeat_ns = int(heartbeat_s * 1e9)
         self._stop = threading.Event()
         self._pending: list[LoadPoint] = self.load.initial()
+        self._finished: list[tuple[FinishedRequest, Mapping[str, str] | None]] = []
         self._thread = threading.Thread(target=self._run, name="carbonspan-vllm-load", daemon=True)
         self._thread.start()
         atexit.register(self.shutdown)
 
     # ---------------------------------------------------------------- spans
     def on_finished(self, request: FinishedRequest, trace_headers: Mapping[str, str] | None) -> None:
+        """On the engine's thread: queue only. The spans carry explicit start and end times, so
+        the background thread can make them a moment later without changing them."""
+        with self._lock:
+            self._finished.append((request, trace_headers))
+
+    def _emit(self, request: FinishedRequest, trace_headers: Mapping[str, str] | None) -> None:
         parent = propagate.extract(dict(trace_headers)) if trace_headers else None
         for window in phase_windows(request, self.clock):
             span = self._tracer.start_span(window.phase, context=parent, start_time=window.start_ns,
@@ -128,6 +136,9 @@ class EngineInstrumentation:
     def _send(self) -> None:
         with self._lock:
             points, self._pending = self._pending, []
+            finished, self._finished = self._finished, []
+        for request, headers in finished:
+            self._emit(request, headers)
         self._push(points)
         self.batcher.flush()
 
