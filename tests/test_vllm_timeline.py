@@ -194,7 +194,7 @@ def test_sync_kv_load_ends_when_the_next_step_is_scheduled_async_when_reported()
     clock.received({"async"}, 1.300)
     sync, late = clock.finished("sync", 2.0), clock.finished("async", 2.0)
     assert (sync.start_s, sync.end_s, sync.num_bytes, sync.num_blocks) == (1.0, 1.020, 96 * 2048, 3)
-    assert (late.end_s, late.num_blocks, late.remote_engine) == (1.300, 4, "p")
+    assert (late.end_s, late.num_blocks, late.num_bytes, late.remote_engine) == (1.300, 4, 4 * 32 * 2048, "p")
     assert clock.finished("never", 3.0) is None
 
 

@@ -72,8 +72,10 @@ class _TransferClock:
     def _finish(self, req_id: str, now_s: float) -> None:
         start, tokens, remote, _ = self._open.pop(req_id)
         self._async.pop(req_id, None)
-        self._done[req_id] = KvTransfer(start, now_s, tokens * self.bytes_per_token,
-                                        math.ceil(tokens / self.block_size), tokens, self.connector, remote)
+        blocks = math.ceil(tokens / self.block_size)
+        # connectors move whole blocks (NIXL copies the partial last block too)
+        self._done[req_id] = KvTransfer(start, now_s, blocks * self.block_size * self.bytes_per_token, blocks,
+                                        tokens, self.connector, remote)
 
     def finished(self, req_id: str, now_s: float) -> KvTransfer | None:
         if req_id in self._open:

@@ -30,12 +30,21 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = "00f067aa0ba902b7"
 GPUS = {"prefill": "GPU-11111111-prefill", "decode": "GPU-22222222-decode"}
 REGIONS = {"prefill": "us-east-1", "decode": "eu-west-1"}
+EXPECTED_BLOCKS = {"ExampleConnector": 3, "NixlConnector": 4}
+#: prompt tokens the decode engine computes itself: what the connector did not hand over
+EXPECTED_RECOMPUTED = {"ExampleConnector": 100 - 96, "NixlConnector": 0}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports (all held open while choosing, so none comes back twice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 async def through_proxy(prefill_url: str, decode_url: str, body: dict) -> dict:
@@ -59,26 +68,31 @@ def phase_spans(sink: OtlpSink) -> list[tuple[dict, object]]:
             if span.name in semconv.PHASES]
 
 
-@pytest.fixture(scope="module")
-def disagg_run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("disagg")
+@pytest.fixture(scope="module", params=["ExampleConnector", "NixlConnector"])
+def disagg_run(request, tmp_path_factory):
+    connector = request.param
+    tmp = tmp_path_factory.mktemp(connector)
     model = launch.tiny_model(tmp / "model", tokenizer=True)
     storage = str(tmp / "kv")
     with OtlpSink() as sink:
-        processes, urls = {}, {}
+        processes, urls, started = {}, {}, {}
+        ports = iter(free_ports(4))
         try:
             for role in ("prefill", "decode"):
-                port = free_port()
+                port = next(ports)
                 env = launch.server_env({
+                    "VLLM_NIXL_SIDE_CHANNEL_HOST": "127.0.0.1",
+                    "VLLM_NIXL_SIDE_CHANNEL_PORT": str(next(ports)),
                     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": sink.endpoint,
                     "OTEL_RESOURCE_ATTRIBUTES": f"cloud.provider=aws,cloud.region={REGIONS[role]}",
                     "CARBONSPAN_GPU_IDS": GPUS[role],
                 })
                 argv = launch.serve_command(model, port, sink.endpoint,
-                                            launch.kv_transfer_config(role, "ExampleConnector", storage))
+                                            launch.kv_transfer_config(role, connector, storage))
                 processes[role] = launch.start_server(argv, env, tmp / f"{role}.log")
                 urls[role] = f"http://127.0.0.1:{port}"
-            started = {role: launch.wait_healthy(urls[role], processes[role]) for role in processes}
+                # one at a time: two engines starting at once on 2 cores have hung here (NIXL)
+                started[role] = launch.wait_healthy(urls[role], processes[role])
             prompt = " ".join(f"w{(7 * j) % 990 + 3}" for j in range(100))
             body = {"model": model, "prompt": prompt, "max_tokens": 8, "temperature": 0.0, "ignore_eos": True}
             response = asyncio.run(through_proxy(urls["prefill"], urls["decode"], body))
@@ -88,11 +102,11 @@ def disagg_run(tmp_path_factory):
         finally:
             for process in processes.values():
                 launch.stop_server(process)
-        yield sink, response, started, tmp
+        yield sink, response, started, connector
 
 
 def test_one_request_is_one_trace_across_prefill_and_decode_engines(disagg_run):
-    sink, response, started, tmp = disagg_run
+    sink, response, started, connector = disagg_run
     assert len(response["choices"][0]["text"].split()) == 8
     spans = phase_spans(sink)
     by_phase: dict[str, list] = {}
@@ -109,19 +123,23 @@ def test_one_request_is_one_trace_across_prefill_and_decode_engines(disagg_run):
     assert list(kv_res[semconv.CARBON_GPU_IDS]) == [GPUS["decode"]]
     assert kv_res[semconv.CLOUD_REGION] == REGIONS["decode"]
     kv_attrs = attributes_to_dict(kv_span.attributes)
-    # 100-token prompt, 32-token blocks: ExampleConnector hands over 3 full blocks = 96 tokens of
-    # 2 layers x (K+V) x 4 heads x 32 dims x 4 bytes
-    assert kv_attrs[semconv.CARBON_KV_BYTES] == 96 * 2 * 2 * 4 * 32 * 4
-    assert kv_attrs[semconv.CARBON_KV_BLOCKS] == 3
-    assert kv_attrs[semconv.CARBON_KV_CONNECTOR] == "ExampleConnector"
-    assert kv_span.end_time_unix_nano >= kv_span.start_time_unix_nano
+    # 100-token prompt, 32-token blocks, a block of one layer = 32 tokens x (K+V) x 4 heads x 32 dims x 4 bytes
+    # = 32768 bytes (NIXL's own remote_block_len). ExampleConnector hands over the 3 full blocks
+    # (96 tokens), NIXL all 4 blocks (the prefill engine keeps the partial last one).
+    blocks = EXPECTED_BLOCKS[connector]
+    assert kv_attrs[semconv.CARBON_KV_BLOCKS] == blocks
+    assert kv_attrs[semconv.CARBON_KV_BYTES] == blocks * 2 * 32768
+    assert kv_attrs[semconv.CARBON_KV_CONNECTOR] == connector
+    assert kv_span.end_time_unix_nano > kv_span.start_time_unix_nano
     decode_prefill = next(span for res, span in by_phase["prefill"] if res[semconv.SERVICE_NAME] == "decode")
-    assert attributes_to_dict(decode_prefill.attributes)[semconv.CARBON_TOKENS] == 100 - 96
+    assert attributes_to_dict(decode_prefill.attributes)[semconv.CARBON_TOKENS] == EXPECTED_RECOMPUTED[connector]
     first_prefill = next(span for res, span in by_phase["prefill"] if res[semconv.SERVICE_NAME] == "prefill")
     assert attributes_to_dict(first_prefill.attributes)[semconv.CARBON_TOKENS] == 100
     assert first_prefill.end_time_unix_nano <= kv_span.start_time_unix_nano
     assert attributes_to_dict(decode_span.attributes)[semconv.CARBON_TOKENS] == 7
-    print(f"engine start to healthy (s): {started}")
+    if connector == "NixlConnector":
+        assert kv_attrs[semconv.CARBON_KV_REMOTE_ENGINE]  # the prefill engine's NIXL engine id
+    print(f"{connector}: engine start to healthy (s): {started}")
 
 
 def test_spans_load_and_simulated_energy_come_out_of_the_join_enriched(disagg_run):
