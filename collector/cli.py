@@ -10,7 +10,13 @@ from collections.abc import Sequence
 
 #: command -> (module, one-line help). The module has ``add_arguments(parser)`` and ``run(args) -> int``,
 #: and imports what it needs to run inside ``run``.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "collector": ("carbonspan.collector.collector_cli", "run the collector service"),
+    "validate": ("carbonspan.collector.validate_cli", "check a collector config file and say where it is wrong"),
+    "sampler": ("carbonspan.instrumentation.power.cli", "sample GPU energy and power, send them as OTLP metrics"),
+    "report": ("carbonspan.collector.report.command", "per-request CO2 table and HTML report from an OTLP file"),
+    "demo": ("carbonspan.collector.demo.command", "simulated GPU fleet -> collector -> per-request CO2 table and HTML"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -131,19 +131,46 @@ def _share(span_measure: float, load_delta: float | None, overlap_ns: int, dt_ns
     return min(span_measure / load_delta, 1.0)
 
 
+#: per piece (given the pieces' boundaries), the tokens one running request of the span's phase
+#: computed per second in it, or None when the GPU's workers do not report it.
+PhaseRate = Callable[[list[int]], "list[float] | None"]
+
+
+def _spread(cut: list[Piece], a: int, b: int, measure: float, phase_rate: PhaseRate | None) -> list[float]:
+    """The span's measure in each piece.
+
+    Evenly over the span's time, unless the workers' counters say how fast one request of the
+    span's phase made tokens in each piece (phase tokens / phase request-seconds): then in
+    proportion to that rate. A decode sequence makes one token per step whatever the step's
+    length, so a step stretched by a prefill chunk must not give it more of its tokens.
+    """
+    overlaps = [max(min(p.end, b) - max(p.start, a), 0) for p in cut]
+    length = b - a
+    rates = phase_rate([cut[0].start] + [p.end for p in cut]) if phase_rate is not None and cut else None
+    if rates is not None:
+        weights = [o * r for o, r in zip(overlaps, rates, strict=True)]
+        total = sum(weights)
+        if total > 0:
+            return [measure * w / total for w in weights]
+    return [measure * o / length for o in overlaps]
+
+
 def attribute_measured(series: CumulativeSeries, load: LoadCurve, breakpoints: LoadBreakpoints, a: int, b: int,
-                       measure: float, gap_ns: int, idle_w: float | None) -> GpuAttribution:
+                       measure: float, gap_ns: int, idle_w: float | None,
+                       phase_rate: PhaseRate | None = None) -> GpuAttribution:
     edges, values, extrapolated = _edges(series, a, b)
     length = b - a
     window = attributed = gpu_seconds = 0.0
     placed = False  # a zero-length span counts once, in the first piece that holds it
-    for piece in pieces(edges, values, load, breakpoints, idle_w):
+    cut = pieces(edges, values, load, breakpoints, idle_w)
+    spread = _spread(cut, a, b, measure, phase_rate) if length > 0 else None
+    for k, piece in enumerate(cut):
         window += piece.energy_j
         overlap = min(piece.end, b) - max(piece.start, a)
-        if length > 0:
+        if spread is not None:
             if overlap <= 0:
                 continue
-            span_measure = measure * overlap / length
+            span_measure = spread[k]
         elif not placed and piece.start <= a <= piece.end:
             span_measure, placed = measure, True
         else:

@@ -263,20 +263,32 @@ class CarbonJoin:
         profile = power_profile(self._gpu_model(gpu_id, node) or "")
         return profile.idle_w if profile else None
 
-    def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float) -> GpuAttribution:
+    def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float,
+                   phase: str) -> GpuAttribution:
         info = self.telemetry.gpus.get(gpu_id)
         series = info.series if info else None
         metric = self._load_metric
+        telemetry = self.telemetry
 
         def load(times: list[int]) -> list[float] | None:
-            return self.telemetry.load_at(gpu_id, metric, times)
+            return telemetry.load_at(gpu_id, metric, times)
 
         if series is not None and len(series) >= 2:
             def breakpoints(lo: int, hi: int) -> list[int]:
-                return self.telemetry.load_breakpoints(gpu_id, metric, lo, hi)
+                return telemetry.load_breakpoints(gpu_id, metric, lo, hi)
 
+            def phase_rate(times: list[int]) -> list[float] | None:
+                tokens = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_TOKENS, times, phase)
+                seconds = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_REQUEST_TIME, times, phase)
+                if tokens is None or seconds is None:
+                    return None
+                return [(tokens[i + 1] - tokens[i]) / (seconds[i + 1] - seconds[i])
+                        if seconds[i + 1] > seconds[i] else 0.0 for i in range(len(times) - 1)]
+
+            # the time policy's measure (seconds) accrues evenly over the span: no rate needed
+            rate = phase_rate if self.settings.policy == POLICY_TOKENS else None
             return attribute_measured(series, load, breakpoints, a, b, measure, self.settings.gap_ns,
-                                      self._idle_watts(gpu_id, node))
+                                      self._idle_watts(gpu_id, node), rate)
         profile = power_profile(self._gpu_model(gpu_id, node) or "")
         if profile is not None:
             # Documented assumption: a GPU serving requests draws midway between idle and max.
@@ -295,7 +307,7 @@ class CarbonJoin:
         for gpu_id in node.gpu_ids:
             if not compute:
                 break
-            result = self._attribute(gpu_id, node, a, b, measure)
+            result = self._attribute(gpu_id, node, a, b, measure, phase)
             energy += result.energy_j
             quality = semconv.worse_quality(quality, result.quality)
             figure = self.facility.embodied(self._gpu_model(gpu_id, node))

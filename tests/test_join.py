@@ -287,3 +287,30 @@ def test_a_short_prefill_chunk_takes_its_share_of_its_step_not_of_the_whole_inte
     prefill_j, decode_j = (a[semconv.CARBON_ENERGY_JOULES] for a in enriched(join))
     assert prefill_j == pytest.approx(5.0 * 1000 / 1001, rel=1e-6)
     assert decode_j == pytest.approx(500.0 - 5.0 * 1000 / 1001, rel=1e-6)
+
+
+def test_a_decode_span_gets_one_token_per_step_however_long_the_step():
+    """Steps of 100, 400 and 100 ms; the middle one also computes a 399-token prompt chunk. The
+    decode request makes one token in each step, so its share of the long step is 1/400: spread
+    evenly over its time it would claim 2 of its 3 tokens there and half of each short step."""
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    steps = [T0, T0 + 100 * MS, T0 + 500 * MS, T0 + 600 * MS]
+    seconds = semconv.CARBON_WORKER_REQUEST_TIME
+    join.add_metrics([
+        constant_power("gpu-a", 100.0),
+        load_metrics(res, list(zip(steps, [0.0, 1.0, 2.0, 3.0], strict=True)), phase=semconv.PHASE_DECODE),
+        load_metrics(res, list(zip(steps, [0.0, 0.0, 399.0, 399.0], strict=True))),
+        load_metrics(res, list(zip(steps, [0.0, 0.1, 0.5, 0.6], strict=True)), phase=semconv.PHASE_DECODE,
+                     metric_name=seconds),
+        load_metrics(res, list(zip(steps, [0.0, 0.0, 0.4, 0.4], strict=True)), metric_name=seconds),
+        load_metrics(res, [(T0 + 4 * SECOND, 3.0)], phase=semconv.PHASE_DECODE),
+        load_metrics(res, [(T0 + 4 * SECOND, 399.0)]),
+    ])
+    join.add_spans([spans(res, [
+        SpanSpec(semconv.PHASE_DECODE, steps[0], steps[3], tokens=3, name="decode"),
+        SpanSpec(semconv.PHASE_PREFILL, steps[1], steps[2], tokens=399, name="prefill"),
+    ])], T0)
+    by_phase = {a[semconv.CARBON_PHASE]: a[semconv.CARBON_ENERGY_JOULES] for a in enriched(join)}
+    assert by_phase[semconv.PHASE_DECODE] == pytest.approx(10.0 + 40.0 / 400 + 10.0, rel=1e-6)
+    assert by_phase[semconv.PHASE_PREFILL] == pytest.approx(40.0 * 399 / 400, rel=1e-6)

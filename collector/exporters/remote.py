@@ -1,0 +1,81 @@
+"""What the ``otlp`` and ``otlphttp`` exporters share: the config keys every Collector network
+exporter has (``timeout``, ``headers``, ``compression``, ``sending_queue``, ``retry_on_failure``), and
+the hand-off of each request, encoded once, to the sending queue. A subclass only knows its wire."""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+from google.protobuf.message import Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from carbonspan.collector.exporters._config import Section
+from carbonspan.collector.exporters._counts import count_points, count_spans
+from carbonspan.collector.exporters.base import Exporter
+from carbonspan.collector.exporters.sending_queue import Item, QueueSettings, RetrySettings, SendingQueue
+
+logger = logging.getLogger(__name__)
+
+
+class RemoteExporter(Exporter):
+    #: the Collector's default per-request timeout for this exporter type
+    default_timeout = "5s"
+
+    def __init__(self, name: str, config: Mapping[str, Any]) -> None:
+        super().__init__(name, config)
+        section = Section(config)
+        self.timeout_s = section.seconds("timeout", self.default_timeout)
+        self.headers = section.string_map("headers")
+        # the Collector writes "" or none for no compression
+        self.gzip = section.choice("compression", ("gzip", "none", ""), "gzip") == "gzip"
+        self.queue_settings = QueueSettings.from_config(section.section("sending_queue"))
+        retry = RetrySettings.from_config(section.section("retry_on_failure"))
+        self._configure(section)
+        section.check_unknown()
+        self._queue = SendingQueue(name, self._send, self.queue_settings, retry)
+
+    def start(self) -> None:
+        self._open()
+        self._queue.start()
+
+    def export_traces(self, request: ExportTraceServiceRequest) -> None:
+        self._queue.put("traces", self._encode(request), count_spans(request))
+
+    def export_metrics(self, request: ExportMetricsServiceRequest) -> None:
+        self._queue.put("metrics", self._encode(request), count_points(request))
+
+    def shutdown(self, timeout_s: float) -> None:
+        self._queue.shutdown(timeout_s)
+        self._close()
+
+    def queue_size(self) -> int:
+        return self._queue.size()
+
+    def stats(self) -> Mapping[str, int]:
+        return self._queue.stats()
+
+    @abstractmethod
+    def _configure(self, section: Section) -> None:
+        """Read the keys only this exporter type has (endpoint, tls...)."""
+
+    @abstractmethod
+    def _open(self) -> None: ...
+
+    @abstractmethod
+    def _close(self) -> None: ...
+
+    def _encode(self, request: Message) -> bytes:
+        return request.SerializeToString()
+
+    @abstractmethod
+    def _send(self, item: Item) -> None:
+        """Send one request; raise RetryableError or PermanentError."""
+
+    def _partial_success(self, item: Item, rejected: int, message: str) -> None:
+        """The peer took the request but refused part of it: resending cannot help, so say so."""
+        logger.warning("%s: peer rejected %d of %d items of a %s request: %s",
+                       self.name, rejected, item.count, item.signal, message)
