@@ -26,9 +26,16 @@ def any_value_to_python(value: AnyValue) -> Any:
     return getattr(value, kind)
 
 
+#: the AnyValue field of each exact scalar type: one dict look-up instead of an isinstance chain.
+_SCALAR_FIELDS = {bool: "bool_value", int: "int_value", float: "double_value", str: "string_value"}
+
+
 def assign_any_value(target: AnyValue, value: AttributeValue) -> None:
     """Write a Python value into an AnyValue in place (no intermediate message to copy)."""
-    if isinstance(value, bool):
+    field = _SCALAR_FIELDS.get(type(value))
+    if field is not None:
+        setattr(target, field, value)
+    elif isinstance(value, bool):
         target.bool_value = value
     elif isinstance(value, int):
         target.int_value = value
@@ -55,6 +62,11 @@ def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: any_value_to_python(kv.value) for kv in attributes}
 
 
+def pick_attributes(attributes: Iterable[KeyValue], keys: frozenset[str]) -> dict[str, Any]:
+    """Only the attributes named in ``keys``: a span carries many more than a processor reads."""
+    return {kv.key: any_value_to_python(kv.value) for kv in attributes if kv.key in keys}
+
+
 def get_attribute(attributes: Iterable[KeyValue], key: str, default: Any = None) -> Any:
     for kv in attributes:
         if kv.key == key:
@@ -65,12 +77,14 @@ def get_attribute(attributes: Iterable[KeyValue], key: str, default: Any = None)
 def set_attributes(attributes: Any, values: Mapping[str, AttributeValue]) -> None:
     """Set (replace or append) attributes on a repeated KeyValue field, keeping the others."""
     pending = dict(values)
-    for kv in attributes:
-        if kv.key in pending:
-            kv.value.Clear()
-            assign_any_value(kv.value, pending.pop(kv.key))
+    if not pending.keys().isdisjoint([kv.key for kv in attributes]):
+        for kv in attributes:
+            if kv.key in pending:
+                kv.value.Clear()
+                assign_any_value(kv.value, pending.pop(kv.key))
+    add = attributes.add
     for key, value in pending.items():
-        assign_any_value(attributes.add(key=key).value, value)
+        assign_any_value(add(key=key).value, value)
 
 
 def as_float(value: Any) -> float | None:
