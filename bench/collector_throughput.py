@@ -120,9 +120,10 @@ def counters(start_ns: int, grid: range, rate: float) -> list:
     return out
 
 
-def workload(n_requests: int, rate: float, start_ns: int) -> Workload:
+def workload(n_requests: int, rate: float, start_ns: int, metrics: bool = True) -> Workload:
     """``n_requests`` requests arriving at ``rate`` per second of data time from ``start_ns``, one
-    metrics request per node and data second (10 Hz samples), sent before the spans ending in it."""
+    metrics request per node and data second (10 Hz samples), sent before the spans ending in it
+    (without ``metrics``: spans only, which the join holds until its deadline)."""
     seconds = int(n_requests / rate) + 4
     out: list[tuple[str, bytes]] = []
     specs: dict[int, list] = {}  # data second -> [(resource, SpanSpec)]
@@ -150,14 +151,15 @@ def workload(n_requests: int, rate: float, start_ns: int) -> Workload:
     for second in range(seconds):
         lo = start_ns + second * SECOND
         grid = range(lo, lo + SECOND, 100 * MS)
-        for gpus, res in ((PREFILL_GPUS, PREFILL_RES), (DECODE_GPUS, DECODE_RES)):
+        for gpus, res in (((PREFILL_GPUS, PREFILL_RES), (DECODE_GPUS, DECODE_RES)) if metrics else ()):
             node = {k: v for k, v in res.items() if k != semconv.CARBON_GPU_IDS}
             energy = [energy_metrics(g, [(t, 400.0 * (t - start_ns + SECOND) / SECOND) for t in grid],
                                      start_ns=start_ns - SECOND, res=node) for g in gpus]
             request = ExportMetricsServiceRequest(resource_metrics=energy)
             out.append((METRICS_METHOD, request.SerializeToString()))
-        out.append((METRICS_METHOD, ExportMetricsServiceRequest(
-            resource_metrics=counters(start_ns, grid, rate)).SerializeToString()))
+        if metrics:
+            out.append((METRICS_METHOD, ExportMetricsServiceRequest(
+                resource_metrics=counters(start_ns, grid, rate)).SerializeToString()))
         ending = specs.pop(second, [])
         for k in range(0, len(ending), BATCH_SPANS):
             chunk = ending[k:k + BATCH_SPANS]
@@ -228,10 +230,10 @@ def sink_main(port: int, spans: mp.Value, enriched: mp.Value, ready: mp.Event, s
 
 
 def load_main(port: int, n_requests: int, rate: float, window: int, started: mp.Value, ready: mp.Event,
-              go: mp.Event, done: mp.Value, core: int) -> None:
+              go: mp.Event, done: mp.Value, core: int | None, metrics: bool = True) -> None:
     """Build the workload (timestamps from now), then send it with ``window`` requests in flight."""
     _pin(core)
-    work = workload(n_requests, rate, time.time_ns())
+    work = workload(n_requests, rate, time.time_ns(), metrics)
     channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
     calls = {m: channel.unary_unary(m, request_serializer=None, response_deserializer=None)
              for m in (TRACE_METHOD, METRICS_METHOD)}

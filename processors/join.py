@@ -34,10 +34,10 @@ from carbonspan.processors.gpu_profiles import normalize_gpu_model, power_profil
 from carbonspan.processors.intensity import GridLocation, IntensityProvider, IntensityReading
 from carbonspan.processors.ledger import GpuLedger, Ledger
 from carbonspan.processors.otlp import (
+    SpanGroups,
     as_float,
     attributes_to_dict,
     pick_attributes,
-    regroup_spans,
     set_attributes,
 )
 from carbonspan.processors.telemetry import IngestStats, Telemetry
@@ -121,7 +121,9 @@ class GridReadingRow:
 
 @dataclass(eq=False, slots=True)
 class _Pending:
-    span: Span
+    #: a span that waits for energy data is kept serialized, and its resource and scope as copies: a
+    #: message would keep the whole request it came in alive (upb arenas), the spans passed on included.
+    span: Span | bytes
     node: NodeContext | None
     resource_spans: ResourceSpans
     scope_spans: ScopeSpans
@@ -162,17 +164,20 @@ class CarbonJoin:
 
     def add_spans(self, resource_spans: Iterable[ResourceSpans], now_ns: int) -> int:
         count = 0
-        for rs in resource_spans:
-            node = self._node(rs.resource)
-            for ss in rs.scope_spans:
-                for span in ss.spans:
+        for src_rs in resource_spans:
+            node = self._node(src_rs.resource)
+            rs = ResourceSpans(resource=src_rs.resource, schema_url=src_rs.schema_url)
+            for src_ss in src_rs.scope_spans:
+                ss = ScopeSpans(scope=src_ss.scope, schema_url=src_ss.schema_url)
+                for span in src_ss.spans:
                     inputs = pick_attributes(span.attributes, _ENRICH_INPUTS) if node is not None else {}
                     pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs)
                     count += 1
                     self._pending += 1
                     if node is None or inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
-                        self._ready.append(pending)  # nothing to wait for
+                        self._ready.append(pending)  # nothing to wait for: released on the next call
                         continue
+                    pending.span = span.SerializeToString()
                     seq = next(self._seq)
                     heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (span.end_time_unix_nano, seq, pending))
                     heapq.heappush(self._by_deadline, (pending.deadline_ns, seq, pending))
@@ -195,17 +200,18 @@ class CarbonJoin:
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
             out.append(heapq.heappop(self._by_deadline)[2])
         self.ledger.advance(self.telemetry, self._load_metric, self._idle_watts)  # idle amortisation reads it
-        released = []
+        groups = SpanGroups()
         for pending in out:
             if pending.released:
                 continue
             pending.released = True
             self._pending -= 1
+            span = groups.add(pending.resource_spans, pending.scope_spans, pending.span)
+            pending.span = b""  # the heaps may still reference the entry until they are compacted
             if pending.node is not None:
-                self._enrich(pending.span, pending.node, pending.inputs)
-            released.append(pending)
+                self._enrich(span, pending.node, pending.inputs)
         self._compact()
-        return regroup_spans((p.resource_spans, p.scope_spans, p.span) for p in released)
+        return groups.out
 
     def gpu_ledger(self) -> list[GpuLedger]:
         return self.ledger.rows(self.telemetry)

@@ -99,20 +99,36 @@ def as_float(value: Any) -> float | None:
         return None
 
 
-def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
-    """Spans that were held back, put into ResourceSpans/ScopeSpans again under the resource and
-    scope they arrived with (one group per original message, in first-seen order)."""
-    out: list[ResourceSpans] = []
-    by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
-    for src_resource, src_scope, span in items:
-        entry = by_resource.get(id(src_resource))
+class SpanGroups:
+    """Spans put into ResourceSpans/ScopeSpans again under the resource and scope they arrived with
+    (one group per original message, in first-seen order)."""
+
+    def __init__(self) -> None:
+        self.out: list[ResourceSpans] = []
+        self._by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
+
+    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: Span | bytes) -> Span:
+        """Put the span (a message, or one serialized) in its group; returns the span as placed there."""
+        entry = self._by_resource.get(id(src_resource))
         if entry is None:
             rs = ResourceSpans(resource=src_resource.resource, schema_url=src_resource.schema_url)
-            entry = by_resource[id(src_resource)] = (rs, {})
-            out.append(rs)
+            entry = self._by_resource[id(src_resource)] = (rs, {})
+            self.out.append(rs)
         rs, scopes = entry
         ss = scopes.get(id(src_scope))
         if ss is None:
             ss = scopes[id(src_scope)] = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
+        if isinstance(span, bytes):
+            placed = ss.spans.add()
+            placed.MergeFromString(span)
+            return placed
         ss.spans.append(span)
-    return out
+        return ss.spans[-1]
+
+
+def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
+    """Spans that were held back, put into ResourceSpans/ScopeSpans again (see SpanGroups)."""
+    groups = SpanGroups()
+    for src_resource, src_scope, span in items:
+        groups.add(src_resource, src_scope, span)
+    return groups.out

@@ -314,3 +314,20 @@ def test_a_decode_span_gets_one_token_per_step_however_long_the_step():
     by_phase = {a[semconv.CARBON_PHASE]: a[semconv.CARBON_ENERGY_JOULES] for a in enriched(join)}
     assert by_phase[semconv.PHASE_DECODE] == pytest.approx(10.0 + 40.0 / 400 + 10.0, rel=1e-6)
     assert by_phase[semconv.PHASE_PREFILL] == pytest.approx(40.0 * 399 / 400, rel=1e-6)
+
+
+def test_spans_priced_after_new_metrics_see_them_not_what_earlier_spans_saw():
+    """Spans in the same sampling intervals share the GPU's pieces; metrics arriving in between
+    (here a second worker on the GPU reporting its work) must reprice the later spans."""
+    join = make_join()
+    worker_a, worker_b = node_resource(["gpu-a"], instance="a"), node_resource(["gpu-a"], instance="b")
+    join.add_metrics([constant_power("gpu-a", 300.0),
+                      load_metrics(worker_a, ramp(T0, T0 + 4 * SECOND, 100 * MS, 500.0))])
+    window = SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)
+    join.add_spans([spans(worker_a, [window])], T0)
+    (alone,) = enriched(join, flush=True)
+    join.add_metrics([load_metrics(worker_b, ramp(T0, T0 + 4 * SECOND, 100 * MS, 500.0))])
+    join.add_spans([spans(worker_a, [window])], T0)
+    (shared,) = enriched(join, flush=True)
+    assert alone[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)
+    assert shared[semconv.CARBON_ENERGY_JOULES] == pytest.approx(300.0, rel=1e-9)
