@@ -144,7 +144,10 @@ def _spread(cut: list[Piece], a: int, b: int, measure: float, phase_rate: PhaseR
     proportion to that rate. A decode sequence makes one token per step whatever the step's
     length, so a step stretched by a prefill chunk must not give it more of its tokens.
     """
-    overlaps = [max(min(p.end, b) - max(p.start, a), 0) for p in cut]
+    overlaps = []
+    for p in cut:  # max(min(end, b) - max(start, a), 0) without the builtins' call overhead (ints: same values)
+        o = (p.end if p.end < b else b) - (p.start if p.start > a else a)
+        overlaps.append(o if o > 0 else 0)
     length = b - a
     rates = phase_rate([cut[0].start] + [p.end for p in cut]) if phase_rate is not None and cut else None
     if rates is not None:
@@ -179,7 +182,7 @@ def attribute_measured(series: CumulativeSeries, load: LoadCurve, breakpoints: L
     spread = _spread(cut, a, b, measure, phase_rate) if length > 0 else None
     for k, piece in enumerate(cut):
         window += piece.energy_j
-        overlap = min(piece.end, b) - max(piece.start, a)
+        overlap = (piece.end if piece.end < b else b) - (piece.start if piece.start > a else a)
         if spread is not None:
             if overlap <= 0:
                 continue
