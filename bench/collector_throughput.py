@@ -408,8 +408,6 @@ def main() -> None:
     if "otelcol" in by_name and "passthrough" in by_name:
         o, p = by_name["otelcol"], by_name["passthrough"]
         print(f"carbonspan passthrough / otelcol-contrib: per CPU-s {p.per_cpu_s / o.per_cpu_s:.2f}")
-    if not otelcol:
-        print(f"otelcol: {why_not}")
 
 
 if __name__ == "__main__":
