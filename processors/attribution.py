@@ -144,7 +144,10 @@ def _spread(cut: list[Piece], a: int, b: int, measure: float, phase_rate: PhaseR
     proportion to that rate. A decode sequence makes one token per step whatever the step's
     length, so a step stretched by a prefill chunk must not give it more of its tokens.
     """
-    overlaps = [max(min(p.end, b) - max(p.start, a), 0) for p in cut]
+    overlaps = []
+    for p in cut:  # max(min(end, b) - max(start, a), 0) without the builtins' call overhead (ints: same values)
+        o = (p.end if p.end < b else b) - (p.start if p.start > a else a)
+        overlaps.append(o if o > 0 else 0)
     length = b - a
     rates = phase_rate([cut[0].start] + [p.end for p in cut]) if phase_rate is not None and cut else None
     if rates is not None:
@@ -155,18 +158,31 @@ def _spread(cut: list[Piece], a: int, b: int, measure: float, phase_rate: PhaseR
     return [measure * o / length for o in overlaps]
 
 
+#: pieces of a GPU's sampling intervals, by (first, last) edge, with whether a gap lies between them:
+#: spans inside the same intervals share them. Valid while the GPU's energy and load data are unchanged.
+CutCache = dict[tuple[int, int], tuple[list[Piece], bool]]
+
+
 def attribute_measured(series: CumulativeSeries, load: LoadCurve, breakpoints: LoadBreakpoints, a: int, b: int,
                        measure: float, gap_ns: int, idle_w: float | None,
-                       phase_rate: PhaseRate | None = None) -> GpuAttribution:
+                       phase_rate: PhaseRate | None = None, cuts: CutCache | None = None) -> GpuAttribution:
     edges, values, extrapolated = _edges(series, a, b)
+    # extrapolated edges hold the span's own ends: nothing another span could share
+    key = None if extrapolated or cuts is None else (edges[0], edges[-1])
+    cached = cuts.get(key) if key is not None else None
+    if cached is None:
+        cached = (pieces(edges, values, load, breakpoints, idle_w),
+                  any(t1 - t0 > gap_ns for t0, t1 in zip(edges, edges[1:], strict=False)))
+        if key is not None:
+            cuts[key] = cached
+    cut, gap = cached
     length = b - a
     window = attributed = gpu_seconds = 0.0
     placed = False  # a zero-length span counts once, in the first piece that holds it
-    cut = pieces(edges, values, load, breakpoints, idle_w)
     spread = _spread(cut, a, b, measure, phase_rate) if length > 0 else None
     for k, piece in enumerate(cut):
         window += piece.energy_j
-        overlap = min(piece.end, b) - max(piece.start, a)
+        overlap = (piece.end if piece.end < b else b) - (piece.start if piece.start > a else a)
         if spread is not None:
             if overlap <= 0:
                 continue
@@ -176,12 +192,16 @@ def attribute_measured(series: CumulativeSeries, load: LoadCurve, breakpoints: L
         else:
             continue
         dt = piece.end - piece.start
-        share = _share(span_measure, piece.load, max(overlap, 0), dt)
+        work = piece.load  # _share, inlined: this loop runs for every piece of every span on every GPU
+        if work is None:
+            share = max(overlap, 0) / dt if dt > 0 else 0.0
+        else:
+            share = 0.0 if work <= 0 else min(span_measure / work, 1.0)
         attributed += piece.energy_j * share
         gpu_seconds += dt * 1e-9 * share
     if extrapolated:
         quality = semconv.QUALITY_EXTRAPOLATED
-    elif any(t1 - t0 > gap_ns for t0, t1 in zip(edges, edges[1:], strict=False)):
+    elif gap:
         quality = semconv.QUALITY_INTERPOLATED
     else:
         quality = semconv.QUALITY_MEASURED

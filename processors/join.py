@@ -24,6 +24,7 @@ from carbonspan.processors.attribution import (
     POLICIES,
     POLICY_LOAD_METRIC,
     POLICY_TOKENS,
+    CutCache,
     GpuAttribution,
     attribute_estimated,
     attribute_measured,
@@ -32,7 +33,13 @@ from carbonspan.processors.facility import FacilityTables
 from carbonspan.processors.gpu_profiles import normalize_gpu_model, power_profile
 from carbonspan.processors.intensity import GridLocation, IntensityProvider, IntensityReading
 from carbonspan.processors.ledger import GpuLedger, Ledger
-from carbonspan.processors.otlp import as_float, attributes_to_dict, get_attribute, regroup_spans, set_attributes
+from carbonspan.processors.otlp import (
+    SpanGroups,
+    as_float,
+    attributes_to_dict,
+    pick_attributes,
+    set_attributes,
+)
 from carbonspan.processors.telemetry import IngestStats, Telemetry
 
 IDLE_REPORT = "report"
@@ -46,6 +53,9 @@ _DEFAULT_TOKENS_ATTRIBUTE = {
     semconv.PHASE_PREFILL: semconv.GEN_AI_USAGE_INPUT_TOKENS,
     semconv.PHASE_DECODE: semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
 }
+#: the span attributes the join reads.
+_ENRICH_INPUTS = frozenset({semconv.CARBON_PHASE, semconv.CARBON_TOKENS, semconv.GEN_AI_USAGE_INPUT_TOKENS,
+                            semconv.GEN_AI_USAGE_OUTPUT_TOKENS})
 
 
 @dataclass(frozen=True)
@@ -109,13 +119,16 @@ class GridReadingRow:
     fallback: bool
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Pending:
-    span: Span
+    #: a span that waits for energy data is kept serialized, and its resource and scope as copies: a
+    #: message would keep the whole request it came in alive (upb arenas), the spans passed on included.
+    span: Span | bytes
     node: NodeContext | None
     resource_spans: ResourceSpans
     scope_spans: ScopeSpans
     deadline_ns: int
+    inputs: dict  # the span attributes the join reads, read once on arrival
     released: bool = False
 
 
@@ -136,23 +149,35 @@ class CarbonJoin:
         self._observations: deque[SpanObservation] = deque(maxlen=settings.max_observations)
         self._grid: dict[tuple, GridReadingRow] = {}
         self.spans_flagged = 0
+        # Memos of what depends only on the telemetry, shared by the spans of one release; cleared
+        # whenever metrics arrive (new samples, models, workers).
+        self._cuts: dict[str, CutCache] = {}
+        self._rates: dict[tuple, list[float] | None] = {}
+        self._idle: dict[str, float | None] = {}
 
     # ------------------------------------------------------------------ input
     def add_metrics(self, resource_metrics: Iterable[ResourceMetrics]) -> IngestStats:
+        self._cuts.clear()
+        self._rates.clear()
+        self._idle.clear()
         return self.telemetry.add(resource_metrics)
 
     def add_spans(self, resource_spans: Iterable[ResourceSpans], now_ns: int) -> int:
         count = 0
-        for rs in resource_spans:
-            node = self._node(rs.resource)
-            for ss in rs.scope_spans:
-                for span in ss.spans:
-                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns)
+        for src_rs in resource_spans:
+            node = self._node(src_rs.resource)
+            rs = ResourceSpans(resource=src_rs.resource, schema_url=src_rs.schema_url)
+            for src_ss in src_rs.scope_spans:
+                ss = ScopeSpans(scope=src_ss.scope, schema_url=src_ss.schema_url)
+                for span in src_ss.spans:
+                    inputs = pick_attributes(span.attributes, _ENRICH_INPUTS) if node is not None else {}
+                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs)
                     count += 1
                     self._pending += 1
-                    if node is None or not self._needs_energy(span):
-                        self._ready.append(pending)  # nothing to wait for
+                    if node is None or inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
+                        self._ready.append(pending)  # nothing to wait for: released on the next call
                         continue
+                    pending.span = span.SerializeToString()
                     seq = next(self._seq)
                     heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (span.end_time_unix_nano, seq, pending))
                     heapq.heappush(self._by_deadline, (pending.deadline_ns, seq, pending))
@@ -175,17 +200,18 @@ class CarbonJoin:
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
             out.append(heapq.heappop(self._by_deadline)[2])
         self.ledger.advance(self.telemetry, self._load_metric, self._idle_watts)  # idle amortisation reads it
-        released = []
+        groups = SpanGroups()
         for pending in out:
             if pending.released:
                 continue
             pending.released = True
             self._pending -= 1
+            span = groups.add(pending.resource_spans, pending.scope_spans, pending.span)
+            pending.span = b""  # the heaps may still reference the entry until they are compacted
             if pending.node is not None:
-                self._enrich(pending.span, pending.node)
-            released.append(pending)
+                self._enrich(span, pending.node, pending.inputs)
         self._compact()
-        return regroup_spans((p.resource_spans, p.scope_spans, p.span) for p in released)
+        return groups.out
 
     def gpu_ledger(self) -> list[GpuLedger]:
         return self.ledger.rows(self.telemetry)
@@ -218,10 +244,6 @@ class CarbonJoin:
             return None
         load_newest = self.telemetry.load_newest_ns(gpu_id, self._load_metric)
         return series.newest_ns if load_newest is None else min(series.newest_ns, load_newest)
-
-    @staticmethod
-    def _needs_energy(span: Span) -> bool:
-        return get_attribute(span.attributes, semconv.CARBON_PHASE) in semconv.COMPUTE_PHASES
 
     def _node(self, resource: Resource) -> NodeContext | None:
         key = resource.SerializeToString(deterministic=True)
@@ -260,8 +282,11 @@ class CarbonJoin:
         return _normalized_model(name) if name else None
 
     def _idle_watts(self, gpu_id: str, node: NodeContext | None = None) -> float | None:
-        profile = power_profile(self._gpu_model(gpu_id, node) or "")
-        return profile.idle_w if profile else None
+        key = gpu_id if node is None else f"{gpu_id}\0{node.gpu_model}"  # the node may name the model
+        if key not in self._idle:
+            profile = power_profile(self._gpu_model(gpu_id, node) or "")
+            self._idle[key] = profile.idle_w if profile else None
+        return self._idle[key]
 
     def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float,
                    phase: str) -> GpuAttribution:
@@ -269,6 +294,7 @@ class CarbonJoin:
         series = info.series if info else None
         metric = self._load_metric
         telemetry = self.telemetry
+        rates = self._rates
 
         def load(times: list[int]) -> list[float] | None:
             return telemetry.load_at(gpu_id, metric, times)
@@ -278,6 +304,12 @@ class CarbonJoin:
                 return telemetry.load_breakpoints(gpu_id, metric, lo, hi)
 
             def phase_rate(times: list[int]) -> list[float] | None:
+                key = (gpu_id, phase, *times)
+                if key not in rates:
+                    rates[key] = compute_rate(times)
+                return rates[key]
+
+            def compute_rate(times: list[int]) -> list[float] | None:
                 tokens = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_TOKENS, times, phase)
                 seconds = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_REQUEST_TIME, times, phase)
                 if tokens is None or seconds is None:
@@ -288,16 +320,15 @@ class CarbonJoin:
             # the time policy's measure (seconds) accrues evenly over the span: no rate needed
             rate = phase_rate if self.settings.policy == POLICY_TOKENS else None
             return attribute_measured(series, load, breakpoints, a, b, measure, self.settings.gap_ns,
-                                      self._idle_watts(gpu_id, node), rate)
+                                      self._idle_watts(gpu_id, node), rate, self._cuts.setdefault(gpu_id, {}))
         profile = power_profile(self._gpu_model(gpu_id, node) or "")
         if profile is not None:
             # Documented assumption: a GPU serving requests draws midway between idle and max.
             return attribute_estimated((profile.idle_w + profile.max_w) / 2, load, a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
-    def _enrich(self, span: Span, node: NodeContext) -> None:
+    def _enrich(self, span: Span, node: NodeContext, attrs: dict) -> None:
         a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
-        attrs = attributes_to_dict(span.attributes)
         phase = attrs.get(semconv.CARBON_PHASE)
         compute = phase in semconv.COMPUTE_PHASES
         tokens = self._tokens(attrs, phase) if compute else 0.0
@@ -360,7 +391,9 @@ class CarbonJoin:
     def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
         reading = self.intensity.intensity(location, time_ns)
         key = (location.provider, location.region, location.zone)
-        self._grid[key] = GridReadingRow(
-            location.provider, location.region, reading.zone, reading.gco2e_per_kwh, reading.source, reading.fallback
-        )
+        row = self._grid.get(key)
+        if row is None or (row.zone, row.gco2e_per_kwh, row.source, row.fallback) != (
+                reading.zone, reading.gco2e_per_kwh, reading.source, reading.fallback):
+            self._grid[key] = GridReadingRow(location.provider, location.region, reading.zone,
+                                             reading.gco2e_per_kwh, reading.source, reading.fallback)
         return reading

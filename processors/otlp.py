@@ -26,9 +26,16 @@ def any_value_to_python(value: AnyValue) -> Any:
     return getattr(value, kind)
 
 
+#: the AnyValue field of each exact scalar type: one dict look-up instead of an isinstance chain.
+_SCALAR_FIELDS = {bool: "bool_value", int: "int_value", float: "double_value", str: "string_value"}
+
+
 def assign_any_value(target: AnyValue, value: AttributeValue) -> None:
     """Write a Python value into an AnyValue in place (no intermediate message to copy)."""
-    if isinstance(value, bool):
+    field = _SCALAR_FIELDS.get(type(value))
+    if field is not None:
+        setattr(target, field, value)
+    elif isinstance(value, bool):
         target.bool_value = value
     elif isinstance(value, int):
         target.int_value = value
@@ -55,6 +62,11 @@ def attributes_to_dict(attributes: Iterable[KeyValue]) -> dict[str, Any]:
     return {kv.key: any_value_to_python(kv.value) for kv in attributes}
 
 
+def pick_attributes(attributes: Iterable[KeyValue], keys: frozenset[str]) -> dict[str, Any]:
+    """Only the attributes named in ``keys``: a span carries many more than a processor reads."""
+    return {kv.key: any_value_to_python(kv.value) for kv in attributes if kv.key in keys}
+
+
 def get_attribute(attributes: Iterable[KeyValue], key: str, default: Any = None) -> Any:
     for kv in attributes:
         if kv.key == key:
@@ -65,12 +77,14 @@ def get_attribute(attributes: Iterable[KeyValue], key: str, default: Any = None)
 def set_attributes(attributes: Any, values: Mapping[str, AttributeValue]) -> None:
     """Set (replace or append) attributes on a repeated KeyValue field, keeping the others."""
     pending = dict(values)
-    for kv in attributes:
-        if kv.key in pending:
-            kv.value.Clear()
-            assign_any_value(kv.value, pending.pop(kv.key))
+    if not pending.keys().isdisjoint([kv.key for kv in attributes]):
+        for kv in attributes:
+            if kv.key in pending:
+                kv.value.Clear()
+                assign_any_value(kv.value, pending.pop(kv.key))
+    add = attributes.add
     for key, value in pending.items():
-        assign_any_value(attributes.add(key=key).value, value)
+        assign_any_value(add(key=key).value, value)
 
 
 def as_float(value: Any) -> float | None:
@@ -85,20 +99,36 @@ def as_float(value: Any) -> float | None:
         return None
 
 
-def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
-    """Spans that were held back, put into ResourceSpans/ScopeSpans again under the resource and
-    scope they arrived with (one group per original message, in first-seen order)."""
-    out: list[ResourceSpans] = []
-    by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
-    for src_resource, src_scope, span in items:
-        entry = by_resource.get(id(src_resource))
+class SpanGroups:
+    """Spans put into ResourceSpans/ScopeSpans again under the resource and scope they arrived with
+    (one group per original message, in first-seen order)."""
+
+    def __init__(self) -> None:
+        self.out: list[ResourceSpans] = []
+        self._by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
+
+    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: Span | bytes) -> Span:
+        """Put the span (a message, or one serialized) in its group; returns the span as placed there."""
+        entry = self._by_resource.get(id(src_resource))
         if entry is None:
             rs = ResourceSpans(resource=src_resource.resource, schema_url=src_resource.schema_url)
-            entry = by_resource[id(src_resource)] = (rs, {})
-            out.append(rs)
+            entry = self._by_resource[id(src_resource)] = (rs, {})
+            self.out.append(rs)
         rs, scopes = entry
         ss = scopes.get(id(src_scope))
         if ss is None:
             ss = scopes[id(src_scope)] = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
+        if isinstance(span, bytes):
+            placed = ss.spans.add()
+            placed.MergeFromString(span)
+            return placed
         ss.spans.append(span)
-    return out
+        return ss.spans[-1]
+
+
+def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
+    """Spans that were held back, put into ResourceSpans/ScopeSpans again (see SpanGroups)."""
+    groups = SpanGroups()
+    for src_resource, src_scope, span in items:
+        groups.add(src_resource, src_scope, span)
+    return groups.out

@@ -17,9 +17,22 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from carbonspan.processors import semconv
-from carbonspan.processors.otlp import as_float, attributes_to_dict, get_attribute, regroup_spans, set_attributes
+from carbonspan.processors.otlp import (
+    as_float,
+    attributes_to_dict,
+    get_attribute,
+    pick_attributes,
+    regroup_spans,
+    set_attributes,
+)
 
 _ROUTE_PHASES = (*semconv.COMPUTE_PHASES, semconv.PHASE_KV_TRANSFER)
+#: the span attributes the roll-up reads.
+_SUMMARY_INPUTS = frozenset({
+    semconv.GEN_AI_REQUEST_MODEL, semconv.CARBON_PHASE, semconv.GEN_AI_USAGE_INPUT_TOKENS,
+    semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.CARBON_QUALITY, semconv.CARBON_ENERGY_JOULES,
+    semconv.CARBON_OPERATIONAL_GCO2E, semconv.CARBON_EMBODIED_GCO2E,
+})
 
 
 @dataclass(frozen=True)
@@ -146,7 +159,7 @@ def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Spa
     model = None
     route: list[tuple[int, str]] = []
     for rs, _, span in items:
-        attrs = attributes_to_dict(span.attributes)
+        attrs = pick_attributes(span.attributes, _SUMMARY_INPUTS)
         resource = resources.get(id(rs))
         if resource is None:
             resource = resources[id(rs)] = attributes_to_dict(rs.resource.attributes)

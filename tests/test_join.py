@@ -6,6 +6,8 @@ import csv
 import random
 
 import pytest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from otlp_data import (
     SECOND,
     T0,
@@ -314,3 +316,51 @@ def test_a_decode_span_gets_one_token_per_step_however_long_the_step():
     by_phase = {a[semconv.CARBON_PHASE]: a[semconv.CARBON_ENERGY_JOULES] for a in enriched(join)}
     assert by_phase[semconv.PHASE_DECODE] == pytest.approx(10.0 + 40.0 / 400 + 10.0, rel=1e-6)
     assert by_phase[semconv.PHASE_PREFILL] == pytest.approx(40.0 * 399 / 400, rel=1e-6)
+
+
+def test_spans_priced_after_new_metrics_see_them_not_what_earlier_spans_saw():
+    """Spans in the same sampling intervals share the GPU's pieces; metrics arriving in between
+    (here a second worker on the GPU reporting its work) must reprice the later spans."""
+    join = make_join()
+    worker_a, worker_b = node_resource(["gpu-a"], instance="a"), node_resource(["gpu-a"], instance="b")
+    join.add_metrics([constant_power("gpu-a", 300.0),
+                      load_metrics(worker_a, ramp(T0, T0 + 4 * SECOND, 100 * MS, 500.0))])
+    window = SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000)
+    join.add_spans([spans(worker_a, [window])], T0)
+    (alone,) = enriched(join, flush=True)
+    join.add_metrics([load_metrics(worker_b, ramp(T0, T0 + 4 * SECOND, 100 * MS, 500.0))])
+    join.add_spans([spans(worker_a, [window])], T0)
+    (shared,) = enriched(join, flush=True)
+    assert alone[semconv.CARBON_ENERGY_JOULES] == pytest.approx(600.0, rel=1e-9)
+    assert shared[semconv.CARBON_ENERGY_JOULES] == pytest.approx(300.0, rel=1e-9)
+
+
+def test_a_held_span_comes_out_whole_under_the_resource_and_scope_it_came_with():
+    """Held spans are kept serialized apart from their request: resource, scope, schema URLs and
+    every attribute must survive the round trip, in the group they arrived in."""
+    join = make_join()
+    res = node_resource(["gpu-a"])
+    request = spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + SECOND, tokens=100,
+                                   attributes={semconv.GEN_AI_REQUEST_ID: "r-1"})])
+    request.schema_url = "https://opentelemetry.io/schemas/1.26.0"
+    other = request.scope_spans.add(scope=InstrumentationScope(name="router", version="2"), schema_url="s2")
+    other.spans.add().CopyFrom(request.scope_spans[0].spans[0])
+    other.spans[0].name = "second"
+    original = [span.SerializeToString() for ss in request.scope_spans for span in ss.spans]
+    join.add_spans([request], T0)
+    del request, other
+    assert join.release(T0) == []  # both wait for energy data
+    join.add_metrics([constant_power("gpu-a", 300.0)])
+    (rs,) = join.release(T0 + 60 * SECOND, flush=True)
+    assert rs.schema_url == "https://opentelemetry.io/schemas/1.26.0"
+    assert attributes_to_dict(rs.resource.attributes)[semconv.CARBON_GPU_IDS] == ["gpu-a"]
+    assert [(ss.scope.name, ss.schema_url, [s.name for s in ss.spans]) for ss in rs.scope_spans] == [
+        ("tests", "", [semconv.PHASE_PREFILL]), ("router", "s2", ["second"])]
+    for ss, before in zip(rs.scope_spans, original, strict=True):
+        attrs = attributes_to_dict(ss.spans[0].attributes)
+        assert attrs[semconv.GEN_AI_REQUEST_ID] == "r-1"
+        assert attrs[semconv.CARBON_ENERGY_JOULES] > 0
+        ss.spans[0].ClearField("attributes")
+        expected = Span.FromString(before)
+        expected.ClearField("attributes")
+        assert ss.spans[0] == expected
