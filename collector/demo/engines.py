@@ -76,18 +76,22 @@ class _LockedSource(SimulatedPowerSource):
 
 
 class SimulatedNode:
-    """One fleet node's simulated GPUs, sampled at 10 Hz and sent to the collector by the real sampler."""
+    """One fleet node's simulated GPUs, sampled at 10 Hz and sent to the collector by the real sampler
+    from ``start()`` on (once the engines are up: their start-up is no part of the demo's idle energy)."""
 
-    def __init__(self, spec: NodeSpec, otlp_endpoint: str) -> None:
-        from carbonspan.instrumentation.otlp_push import OtlpMetricsSender
-        from carbonspan.instrumentation.power.sampler import start_sampler_thread
-
+    def __init__(self, spec: NodeSpec) -> None:
         self.spec = spec
         self.source = _LockedSource.from_spec(f"{spec.gpu_model} x{spec.gpu_count}")
         self.in_flight = 0
+        self._sampler = None
+
+    def start(self, otlp_endpoint: str) -> None:
+        from carbonspan.instrumentation.otlp_push import OtlpMetricsSender
+        from carbonspan.instrumentation.power.sampler import start_sampler_thread
+
         self._sampler = start_sampler_thread(self.source, sender=OtlpMetricsSender(otlp_endpoint), resource={
-            semconv.SERVICE_NAME: f"carbonspan-sampler-{spec.name}", semconv.CLOUD_PROVIDER: spec.provider,
-            semconv.CLOUD_REGION: spec.region})
+            semconv.SERVICE_NAME: f"carbonspan-sampler-{self.spec.name}",
+            semconv.CLOUD_PROVIDER: self.spec.provider, semconv.CLOUD_REGION: self.spec.region})
 
     @property
     def gpu_ids(self) -> list[str]:
@@ -104,7 +108,8 @@ class SimulatedNode:
         self.source.set_utilization(min(1.0, UTILIZATION_PER_REQUEST * self.in_flight))
 
     def stop(self) -> None:
-        self._sampler.stop()
+        if self._sampler is not None:
+            self._sampler.stop()
 
 
 @dataclass
@@ -136,6 +141,7 @@ def start_engine(node: SimulatedNode, model: str, otlp_endpoint: str, out: Path,
     env = launch.server_env({
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": otlp_endpoint,
         "OTEL_RESOURCE_ATTRIBUTES": f"cloud.provider={spec.provider},cloud.region={spec.region}",
+        "OTEL_SERVICE_NAME": spec.service,  # vLLM's own start-up spans; the plugin's say the role
         resource.ENV_GPU_IDS: ",".join(node.gpu_ids),
         resource.ENV_ROLE: spec.role,
         resource.ENV_INSTANCE_ID: spec.name,
@@ -168,13 +174,15 @@ def drive_engines(fleet: FleetSpec, grpc_address: str, requests: int, duration_s
         try:
             model = launch.tiny_model(out / "model", tokenizer=True)
             for role in (ROLE_PREFILL, ROLE_DECODE, ROLE_AGGREGATED):
-                nodes.append(SimulatedNode(_node(fleet, role), endpoint))
+                nodes.append(SimulatedNode(_node(fleet, role)))
                 spec = nodes[-1].spec
                 say(f"starting the {role} vLLM engine on CPU as {spec.gpu_count}x {spec.gpu_model} (simulated "
                     f"energy) in {spec.provider}/{spec.region}; log: {out / f'engine-{role}.log'}")
                 started = time.monotonic()
                 engines[role] = start_engine(nodes[-1], model, endpoint, out, kv_dir)
                 say(f"  ready in {time.monotonic() - started:.0f} s")
+            for node in nodes:
+                node.start(endpoint)
             return asyncio.run(_send_all(engines, endpoint, requests, duration_s, seed))
         finally:
             for engine in engines.values():  # first: the plugin flushes spans and counters at exit
