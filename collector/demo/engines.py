@@ -151,9 +151,11 @@ def start_engine(node: SimulatedNode, model: str, otlp_endpoint: str, out: Path,
     engine = Engine(spec.role, node, process, f"http://127.0.0.1:{port}", log)
     try:
         launch.wait_healthy(engine.url, process, START_TIMEOUT_S)
-    except (RuntimeError, TimeoutError) as exc:
+    except BaseException as exc:  # Ctrl-C too: the caller only stops the engines this returned
         launch.stop_server(process)
-        raise EngineError(f"the {spec.role} vLLM engine did not start ({exc}); its log: {log}") from exc
+        if isinstance(exc, RuntimeError | TimeoutError):
+            raise EngineError(f"the {spec.role} vLLM engine did not start ({exc}); its log: {log}") from exc
+        raise
     return engine
 
 
@@ -251,6 +253,7 @@ class _Sender:
                 "max_tokens": self.rng.randrange(8, 48), "temperature": 0.0, "ignore_eos": True, "stream": True}
 
     async def send(self, session, index: int) -> None:
+        import aiohttp
         from opentelemetry.trace import SpanKind
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -265,6 +268,7 @@ class _Sender:
             TraceContextTextMapPropagator().inject(headers)
             current = stages[0]
             current.node.begin()
+            logs = ", ".join(str(stage.log) for stage in stages)
             try:
                 async with session.post(url, json=body, headers=headers) as response:
                     if len(stages) > 1:  # the decode engine has started answering
@@ -273,8 +277,9 @@ class _Sender:
                         current.node.begin()
                     text = await response.text()
                     if response.status != 200:
-                        raise EngineError(f"{url} answered {response.status}: {text[:300]}; engine logs: "
-                                          + ", ".join(str(stage.log) for stage in stages))
+                        raise EngineError(f"{url} answered {response.status}: {text[:300]}; engine logs: {logs}")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise EngineError(f"{url}: {exc!r}; engine logs: {logs}") from exc
             finally:
                 current.node.end()
         self.done += 1

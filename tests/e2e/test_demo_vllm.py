@@ -10,6 +10,8 @@ import pytest
 from test_demo import _request_rows, _spans
 
 from carbonspan.collector.cli import main
+from carbonspan.collector.demo.engines import EngineError, SimulatedNode, start_engine
+from carbonspan.instrumentation.simulation import default_fleet
 from carbonspan.processors import semconv
 
 pytestmark = pytest.mark.vllm
@@ -45,3 +47,11 @@ def test_demo_prices_requests_served_by_real_vllm_engines(tmp_path: Path, capsys
     assert len(transfers) == 2
     assert all(s["attrs"][semconv.CARBON_KV_BYTES] > 0 for s in transfers)
     assert (out / "report.html").is_file() and f"HTML report: {out / 'report.html'}" in printed.out
+
+
+def test_an_engine_that_cannot_start_is_named_with_its_log(tmp_path: Path) -> None:
+    node = SimulatedNode(default_fleet().nodes[0])
+    with pytest.raises(EngineError, match="the prefill vLLM engine did not start") as raised:
+        start_engine(node, str(tmp_path / "no-such-model"), "http://127.0.0.1:9", tmp_path, str(tmp_path / "kv"))
+    log = tmp_path / "engine-prefill.log"
+    assert str(log) in str(raised.value) and log.stat().st_size > 0
