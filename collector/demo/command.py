@@ -1,14 +1,20 @@
 """Carbon on LLM traces in a minute, with no GPU and no other service.
 
 Starts the carbonspan collector in this process with its default config (otel-config.yaml; ports
-chosen by the system, output into --out), drives a simulated fleet over OTLP/gRPC into it
-(prefill on 4x H100 in aws/us-east-1, decode on 2x A100 in gcp/europe-north1, an aggregated L40S
-node in aws/ap-south-1; vLLM-shaped phase spans, 10 Hz GPU energy, worker load counters), shuts the
-collector down so that every span is flushed, then prints the per-request table (energy, gCO2e by
-phase and region, quality) and writes the HTML report.
+chosen by the system, output into --out) and a fleet sending it OTLP/gRPC: prefill on 4x H100 in
+aws/us-east-1, decode on 2x A100 in gcp/europe-north1, an aggregated L40S node in aws/ap-south-1.
+When vLLM is installed, the fleet is three real vLLM engines on CPU (a tiny model with dummy
+weights: a prefill + decode pair joined by a KV connector behind a disaggregation proxy, and an
+aggregated engine), sent --requests chat completions (default 12); their spans, KV transfers and
+load counters are real, while the GPUs' energy is simulated (a CPU has none to measure), following
+the requests in flight, and read by the real sampler at 10 Hz. Otherwise, or with --simulate, a
+workload model sends the same span shapes, energy and counters. Then the collector is shut down so
+that every span is flushed, and the per-request table (energy, gCO2e by phase and region, quality)
+is printed and the HTML report written.
 
 examples:
   carbonspan demo
+  carbonspan demo --simulate --requests 200
   carbonspan demo --requests 50 --top 10 --out /tmp/demo
   carbonspan demo --export otlp://127.0.0.1:4317     # enriched spans on to Jaeger / Tempo too
 """
@@ -28,15 +34,16 @@ if TYPE_CHECKING:
 DEFAULT_DURATION_S = 200.0
 DEFAULT_SPEED = 8.0
 SHUTDOWN_TIMEOUT_S = 10.0
-VLLM_MISSING = ("--vllm needs the vllm extra (pip install -e '.[vllm]') and carbonspan's vLLM engine driver, "
-                "which this version does not have yet; run without --vllm for the simulated fleet")
+VLLM_MISSING = ("--vllm needs vLLM for CPU, and `import vllm` fails here (install it as docs/vllm.md says); "
+                "run with --simulate for the workload model")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
                         help=f"simulated seconds of request arrivals (default: {DEFAULT_DURATION_S:g}, "
-                             "or until --requests when that is given)")
-    parser.add_argument("--requests", type=int, default=None, metavar="N", help="stop arrivals after N requests")
+                             "or until --requests when that is given; vLLM engines: wall-clock seconds)")
+    parser.add_argument("--requests", type=int, default=None, metavar="N",
+                        help="stop arrivals after N requests (vLLM engines: send N, default 12)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the workload (default: %(default)s)")
     parser.add_argument("--speed", type=float, default=DEFAULT_SPEED, metavar="X",
                         help="simulated seconds per wall-clock second (default: %(default)s; 0: as fast as "
@@ -47,7 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the N heaviest requests in the table and as waterfalls (default: %(default)s; 0: all)")
     parser.add_argument("--export", metavar="otlp://HOST:PORT",
                         help="also send the enriched spans over OTLP/gRPC (plaintext) to Jaeger, Tempo or a collector")
-    parser.add_argument("--vllm", action="store_true", help="drive real vLLM engines on CPU instead of the simulation")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--vllm", action="store_true",
+                      help="require real vLLM engines on CPU (the default when vLLM is installed); fail without")
+    mode.add_argument("--simulate", action="store_true",
+                      help="the workload model instead of vLLM engines, even when vLLM is installed")
 
 
 def export_endpoint(value: str) -> str:
@@ -68,13 +79,12 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--requests must be more than 0"
     if args.speed < 0 or args.top < 0:
         return "--speed and --top must be 0 or more"
-    if args.vllm:
-        return VLLM_MISSING
     return None
 
 
 def run(args: argparse.Namespace) -> int:
     from carbonspan.collector.demo.config import demo_config
+    from carbonspan.collector.demo.engines import EngineError, vllm_importable
     from carbonspan.collector.errors import ConfigError
     from carbonspan.collector.service import Service, configure_logging
     from carbonspan.instrumentation.simulation import default_fleet
@@ -84,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
         export = None if args.export is None else export_endpoint(args.export)
     except ValueError as exc:
         problem = str(exc)
+    engines = not problem and not args.simulate and vllm_importable()  # imported only when it may be used
+    if not problem and args.vllm and not engines:
+        problem = VLLM_MISSING
     if problem:
         print(f"carbonspan demo: {problem}", file=sys.stderr)
         return 2
@@ -111,7 +124,13 @@ def run(args: argparse.Namespace) -> int:
         if export is not None:
             print(f"enriched spans also go to {export} (OTLP/gRPC, plaintext); if nothing listens there the "
                   "exporter queues and retries, and the demo goes on", file=sys.stderr)
-        finished = _drive(fleet, grpc_address, args)
+        finished = _drive_engines(fleet, grpc_address, args) if engines else _drive(fleet, grpc_address, args)
+    except EngineError as exc:  # the engines are stopped by now; the collector is in the finally
+        print(f"carbonspan demo: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ncarbonspan demo: interrupted", file=sys.stderr)
+        return 130
     finally:
         print(f"shutting the collector down (flushing every span it holds, up to {SHUTDOWN_TIMEOUT_S:g} s)",
               file=sys.stderr)
@@ -145,6 +164,13 @@ def _drive(fleet, grpc_address: str, args: argparse.Namespace) -> int:
         sink.close()
     progress.update(done, "done", final=True)
     return done
+
+
+def _drive_engines(fleet, grpc_address: str, args: argparse.Namespace) -> int:
+    from carbonspan.collector.demo.engines import DEFAULT_REQUESTS, drive_engines
+
+    return drive_engines(fleet, grpc_address, args.requests or DEFAULT_REQUESTS, args.duration, args.seed, args.out,
+                         lambda line: print(line, file=sys.stderr))
 
 
 def _say_export(service: Service, export: str | None) -> None:

@@ -54,7 +54,8 @@ def _request_rows(table: str) -> dict[str, dict[str, str]]:
 
 def test_demo_prices_every_request_of_the_simulated_fleet(tmp_path: Path, capsys) -> None:
     out = tmp_path / "demo"
-    assert main(["demo", "--requests", "30", "--speed", "0", "--seed", "3", "--top", "0", "--out", str(out)]) == 0
+    argv = ["--simulate", "--requests", "30", "--speed", "0", "--seed", "3", "--top", "0", "--out", str(out)]
+    assert main(["demo", *argv]) == 0
     printed = capsys.readouterr()
     traces_file = out / "file-traces.jsonl"
     html = out / "report.html"
@@ -101,7 +102,7 @@ def test_export_sends_the_enriched_spans_to_an_otlp_peer(tmp_path: Path, capsys)
     peer.start()
     try:
         address = peer.addresses()["otlp/grpc"]
-        argv = ["demo", "--requests", "5", "--speed", "0", "--out", str(tmp_path / "demo"), "--export", f"otlp://{address}"]
+        argv = ["demo", "--simulate", "--requests", "5", "--speed", "0", "--out", str(tmp_path / "demo"), "--export", f"otlp://{address}"]
         assert main(argv) == 0
     finally:
         peer.shutdown(5.0)
