@@ -219,3 +219,17 @@ def test_build_report_leaves_its_input_unchanged(fleet):
     before = [rs.SerializeToString(deterministic=True) for rs in fleet.traces]
     build_report(fleet.traces, fleet.metrics)
     assert [rs.SerializeToString(deterministic=True) for rs in fleet.traces] == before
+
+
+def test_traces_without_request_phases_are_counted_not_listed(fleet):
+    """vLLM sends its own start-up trace ("Overall Loading") to the same endpoint: it is no request."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
+
+    loading = ResourceSpans()
+    loading.scope_spans.add().spans.append(Span(trace_id=b"\x07" * 16, span_id=b"\x07" * 8, name="Overall Loading",
+                                                start_time_unix_nano=1, end_time_unix_nano=2))
+    plain = build_report(fleet.traces, fleet.metrics)
+    report = build_report([*fleet.traces, loading], fleet.metrics)
+    assert len(report.requests) == len(plain.requests) and report.other_traces == 1
+    assert "07" * 16 not in {r.trace_id for r in report.requests}
+    assert "1 traces without request phases left out." in render_table(report)

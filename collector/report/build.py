@@ -75,8 +75,12 @@ def build_report(
     gpu_types = [m for m in measured if m != UNKNOWN]
 
     requests = []
+    other_traces = 0
     for summary in summaries:
         trace_spans = spans_by_trace.get(summary.trace_id.hex(), ())
+        if not any(s.phase for s in trace_spans):
+            other_traces += 1  # not an LLM request: e.g. vLLM's own start-up trace ("Overall Loading")
+            continue
         region_cf = {region: counterfactual.region_counterfactual(trace_spans, provider, region, pricer)
                      for provider, region in regions}
         gpu_cf = {model: counterfactual.gpu_counterfactual(trace_spans, model, measured[model]) for model in gpu_types}
@@ -96,6 +100,7 @@ def build_report(
         gpu_joules_per_token=counterfactual.joules_per_token({m: measured[m] for m in gpu_types}),
         spans=len(all_spans),
         unpriced_spans=sum(1 for s in all_spans if not s.priced),
+        other_traces=other_traces,
     )
 
 

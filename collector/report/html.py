@@ -99,7 +99,7 @@ def _summary(report: Report) -> str:
     return (f'<p id="summary">{len(report.requests)} requests, {report.spans} spans '
             f"({report.unpriced_spans} not priced): <b>{esc(number(report.energy_j))} J</b>, "
             f"<b>{esc(number(report.total_g))} gCO2e</b> ({esc(number(report.operational_g))} operational + "
-            f"{esc(number(report.embodied_g))} embodied).</p>")
+            f"{esc(number(report.embodied_g))} embodied).{esc(report.other_traces_note)}</p>")
 
 
 def _requests(report: Report) -> str:

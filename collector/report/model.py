@@ -166,8 +166,14 @@ class Report:
     gpu_joules_per_token: dict[str, dict[str, float]]
     spans: int
     unpriced_spans: int
+    #: traces without a single carbon.phase span (no LLM request in them): counted, not listed.
+    other_traces: int = 0
     bad_lines: tuple[BadLine, ...] = ()
     source: str | None = None  # the file read, when there was one
+
+    @property
+    def other_traces_note(self) -> str:
+        return f" {self.other_traces} traces without request phases left out." if self.other_traces else ""
 
     @property
     def energy_j(self) -> float:

@@ -51,7 +51,7 @@ def _summary(report: Report, top: int | None) -> str:
     return (f"{len(report.requests)} requests, {report.spans} spans ({report.unpriced_spans} not priced); "
             f"{number(report.energy_j)} J, {number(report.total_g)} gCO2e "
             f"({number(report.operational_g)} operational + {number(report.embodied_g)} embodied). "
-            f"Requests shown: {which}, heaviest first.")
+            f"Requests shown: {which}, heaviest first.{report.other_traces_note}")
 
 
 def _requests(report: Report, top: int | None) -> str:
