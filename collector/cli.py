@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("carbonspan.collector.validate_cli", "check a collector config file and say where it is wrong"),
     "sampler": ("carbonspan.instrumentation.power.cli", "sample GPU energy and power, send them as OTLP metrics"),
     "report": ("carbonspan.collector.report.command", "per-request CO2 table and HTML report from an OTLP file"),
-    "demo": ("carbonspan.collector.demo.command", "simulated GPU fleet -> collector -> per-request CO2 table and HTML"),
+    "demo": ("carbonspan.collector.demo.command", "vLLM CPU engines or a simulated fleet -> CO2 table + HTML"),
 }
 
 
