@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from carbonspan.collector import pipeline_settings as components
+from carbonspan.collector.config_values import as_mapping
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters.base import Exporter
 
@@ -154,19 +155,11 @@ def _line_of(key: str, lines: Mapping[str, int]) -> int | None:
 
 
 # ---------------------------------------------------------------------- schema
-def _mapping(value: Any, key: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
-    return dict(value)
-
-
 def _components(data: Mapping[str, Any], section: str,
                 factories: Mapping[str, Callable[[str, dict[str, Any], dict[str, Any]], Any]],
                 context: dict[str, Any]) -> dict[str, Component]:
     out = {}
-    for component_id, settings in _mapping(data.get(section), section).items():
+    for component_id, settings in as_mapping(data.get(section), section).items():
         key = f"{section}.{component_id}"
         if not _ID.match(component_id):
             raise ConfigError(key, "a component id is type or type/name (letters, digits, _)")
@@ -175,7 +168,7 @@ def _components(data: Mapping[str, Any], section: str,
         if factory is None:
             raise ConfigError(key, f"unknown {section[:-1]} type {kind!r}; known: {', '.join(sorted(factories))}")
         try:
-            parsed = factory(component_id, _mapping(settings, key), context)
+            parsed = factory(component_id, as_mapping(settings, key), context)
         except ConfigError as exc:
             raise exc.within(key) from exc
         out[component_id] = Component(component_id, kind, parsed)
@@ -215,14 +208,14 @@ def _check_shared(pipelines: Mapping[str, Pipeline], processors: Mapping[str, Co
 def _telemetry(data: dict[str, Any]) -> Telemetry:
     from carbonspan.collector.config_values import parse_duration_ns
 
-    section = _mapping(data, "service.telemetry")
+    section = as_mapping(data, "service.telemetry")
     _known(section, "service.telemetry", {"logs", "metrics"})
-    logs = _mapping(section.get("logs"), "service.telemetry.logs")
+    logs = as_mapping(section.get("logs"), "service.telemetry.logs")
     _known(logs, "service.telemetry.logs", {"level"})
     level = str(logs.get("level", "info")).lower()
     if level not in ("debug", "info", "warn", "warning", "error"):
         raise ConfigError("service.telemetry.logs.level", f"expected debug, info, warn or error, got {level!r}")
-    metrics = _mapping(section.get("metrics"), "service.telemetry.metrics")
+    metrics = as_mapping(section.get("metrics"), "service.telemetry.metrics")
     _known(metrics, "service.telemetry.metrics", {"level", "interval"})
     metrics_level = str(metrics.get("level", "basic")).lower()
     if metrics_level not in ("none", "basic", "normal", "detailed"):
@@ -241,7 +234,7 @@ def _known(section: Mapping[str, Any], key: str, allowed: set[str]) -> None:
 
 
 def _build(data: Any, source: str, exporter_factories: Mapping[str, Callable]) -> CollectorConfig:
-    data = _mapping(data, "")
+    data = as_mapping(data, "")
     _known(data, "", set(SECTIONS))
     if "service" not in data:
         raise ConfigError("service", "required: service.pipelines says what runs")
@@ -252,10 +245,10 @@ def _build(data: Any, source: str, exporter_factories: Mapping[str, Callable]) -
     processors = _components(data, "processors", components.PROCESSORS, context)
     exporters = _components(data, "exporters", exporter_factories, context)
 
-    service = _mapping(data["service"], "service")
+    service = as_mapping(data["service"], "service")
     _known(service, "service", {"extensions", "pipelines", "telemetry"})
     service_extensions = _names(service.get("extensions"), "service.extensions", extensions, "extensions")
-    pipelines_data = _mapping(service.get("pipelines"), "service.pipelines")
+    pipelines_data = as_mapping(service.get("pipelines"), "service.pipelines")
     if not pipelines_data:
         raise ConfigError("service.pipelines", "at least one pipeline (traces or metrics) is required")
     pipelines = {}
@@ -264,7 +257,7 @@ def _build(data: Any, source: str, exporter_factories: Mapping[str, Callable]) -
         signal = pipeline_id.split("/", 1)[0]
         if signal not in SIGNALS:
             raise ConfigError(key, f"a pipeline id starts with traces or metrics, got {pipeline_id!r}")
-        body = _mapping(body, key)
+        body = as_mapping(body, key)
         _known(body, key, {"receivers", "processors", "exporters"})
         pipeline = Pipeline(
             id=pipeline_id, signal=signal,

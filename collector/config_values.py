@@ -5,6 +5,7 @@ Each raises ConfigError naming the key it was given."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from carbonspan.collector.errors import ConfigError
@@ -42,3 +43,12 @@ def parse_positive(key: str, value: Any, *, integer: bool = False) -> float:
         kind = "a positive integer" if integer else "a positive number"
         raise ConfigError(key, f"expected {kind}, got {value!r}")
     return value
+
+
+def as_mapping(value: Any, key: str) -> dict[str, Any]:
+    """A config section: a YAML mapping, or nothing (an empty section, as the Collector allows)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
+    return dict(value)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from carbonspan.collector.config_values import parse_duration_ns, parse_endpoint, parse_positive
+from carbonspan.collector.config_values import as_mapping, parse_duration_ns, parse_endpoint, parse_positive
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.processors.attribution import POLICIES, POLICY_TOKENS
@@ -30,14 +30,6 @@ def _known(section: Mapping[str, Any], allowed: set[str]) -> None:
     for name in section:
         if name not in allowed:
             raise ConfigError(str(name), f"unknown key; expected one of {', '.join(sorted(allowed)) or 'none'}")
-
-
-def _mapping(value: Any, key: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
-    return dict(value)
 
 
 def _string(value: Any, key: str) -> str:
@@ -137,7 +129,7 @@ def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str,
             max_bytes = int(parse_positive(key, section[key]) * unit)
     tls = None
     if section.get("tls") is not None:
-        tls_section = _mapping(section["tls"], "tls")
+        tls_section = as_mapping(section["tls"], "tls")
         try:
             _known(tls_section, {"cert_file", "key_file"})
         except ConfigError as exc:
@@ -146,7 +138,7 @@ def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str,
                           _string(tls_section.get("key_file"), "tls.key_file"))
     token = None
     if section.get("auth") is not None:
-        auth = _mapping(section["auth"], "auth")
+        auth = as_mapping(section["auth"], "auth")
         try:
             _known(auth, {"authenticator"})
         except ConfigError as exc:
@@ -161,7 +153,7 @@ def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str,
 
 def _otlp_receiver(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> OtlpReceiverSettings:
     _known(section, {"protocols"})
-    protocols = _mapping(section.get("protocols"), "protocols")
+    protocols = as_mapping(section.get("protocols"), "protocols")
     _known_in(protocols, "protocols", {"grpc", "http"})
     if not protocols:
         raise ConfigError("protocols", "name at least one of grpc, http")
@@ -172,7 +164,7 @@ def _otlp_receiver(component_id: str, section: dict[str, Any], context: dict[str
                                                                   "max_recv_msg_size_mib": MIB})):
         if name in protocols:
             try:
-                servers[name] = _server(_mapping(protocols[name], name), default, sizes, extensions)
+                servers[name] = _server(as_mapping(protocols[name], name), default, sizes, extensions)
             except ConfigError as exc:
                 raise exc.within(f"protocols.{name}") from exc
     return OtlpReceiverSettings(**servers)
@@ -225,7 +217,7 @@ def _carbon(component_id: str, section: dict[str, Any], context: dict[str, Any])
         durations[key] = parse_duration_ns(key, section.get(key, default))
         if key != "deadline" and durations[key] <= 0:
             raise ConfigError(key, "must be greater than 0")
-    gpu_models = _mapping(section.get("gpu_models"), "gpu_models")
+    gpu_models = as_mapping(section.get("gpu_models"), "gpu_models")
     regions = []
     for i, entry in enumerate(section.get("counterfactual_regions") or []):
         provider, sep, region = str(entry).partition("/")
@@ -235,8 +227,8 @@ def _carbon(component_id: str, section: dict[str, Any], context: dict[str, Any])
     join = JoinSettings(policy=policy, deadline_ns=durations["deadline"], retention_ns=durations["retention"],
                         gap_ns=durations["gap"], gpu_models={str(k): str(v) for k, v in gpu_models.items()},
                         counterfactual_regions=tuple(regions), idle=idle)
-    intensity = _mapping(section.get("intensity"), "intensity")
-    facility = _mapping(section.get("facility"), "facility")
+    intensity = as_mapping(section.get("intensity"), "intensity")
+    facility = as_mapping(section.get("facility"), "facility")
     try:
         intensity_provider_from_config(intensity)  # checked now; built again, fresh, by the service
         facility_from_config(facility)
