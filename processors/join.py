@@ -35,10 +35,10 @@ from carbonspan.processors.intensity import GridLocation, IntensityProvider, Int
 from carbonspan.processors.ledger import GpuLedger, Ledger
 from carbonspan.processors.otlp import (
     SpanGroups,
+    add_span_attributes,
     as_float,
     attributes_to_dict,
     pick_attributes,
-    set_attributes,
 )
 from carbonspan.processors.telemetry import IngestStats, Telemetry
 
@@ -371,7 +371,7 @@ class CarbonJoin:
             pue, _ = self.facility.pue(provider, region)
             other = self._intensity(GridLocation(provider, region, None), (a + b) // 2)
             values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
-        set_attributes(span.attributes, values)
+        add_span_attributes(span, values)
         if quality != semconv.QUALITY_MEASURED:
             self.spans_flagged += 1
         if compute:

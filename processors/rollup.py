@@ -18,12 +18,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from carbonspan.processors import semconv
 from carbonspan.processors.otlp import (
+    add_span_attributes,
     as_float,
     attributes_to_dict,
     get_attribute,
     pick_attributes,
     regroup_spans,
-    set_attributes,
 )
 
 _ROUTE_PHASES = (*semconv.COMPUTE_PHASES, semconv.PHASE_KV_TRANSFER)
@@ -228,5 +228,5 @@ def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Spa
         values[semconv.request_region_gco2e(region)] = grams
     if get_attribute(root.attributes, semconv.GEN_AI_REQUEST_MODEL) is None and model:
         values[semconv.GEN_AI_REQUEST_MODEL] = model
-    set_attributes(root.attributes, values)
+    add_span_attributes(root, values)
     return summary
