@@ -55,7 +55,9 @@ _DEFAULT_TOKENS_ATTRIBUTE = {
 }
 #: the span attributes the join reads.
 _ENRICH_INPUTS = frozenset({semconv.CARBON_PHASE, semconv.CARBON_TOKENS, semconv.GEN_AI_USAGE_INPUT_TOKENS,
-                            semconv.GEN_AI_USAGE_OUTPUT_TOKENS})
+                            semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.GEN_AI_REQUEST_MODEL})
+#: (trace id, span id) -> the span's attributes that the join read or wrote (see ``release``).
+SpanFigures = dict[tuple[bytes, bytes], dict]
 
 
 @dataclass(frozen=True)
@@ -188,8 +190,11 @@ class CarbonJoin:
         return self._pending
 
     # ------------------------------------------------------------------ output
-    def release(self, now_ns: int, flush: bool = False) -> list[ResourceSpans]:
-        """Enrich and return every span whose data has arrived, whose deadline passed, or all."""
+    def release(self, now_ns: int, flush: bool = False, figures: SpanFigures | None = None) -> list[ResourceSpans]:
+        """Enrich and return every span whose data has arrived, whose deadline passed, or all.
+
+        With ``figures``, each enriched span's attributes that the join read or wrote are put there
+        too, so that the roll-up right after it need not read them back from the span."""
         out = self._ready
         self._ready = []
         for gpu_ids, heap in self._by_gpus.items():
@@ -209,7 +214,7 @@ class CarbonJoin:
             span = groups.add(pending.resource_spans, pending.scope_spans, pending.span)
             pending.span = b""  # the heaps may still reference the entry until they are compacted
             if pending.node is not None:
-                self._enrich(span, pending.node, pending.inputs)
+                self._enrich(span, pending.node, pending.inputs, figures)
         self._compact()
         return groups.out
 
@@ -327,7 +332,7 @@ class CarbonJoin:
             return attribute_estimated((profile.idle_w + profile.max_w) / 2, load, a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
-    def _enrich(self, span: Span, node: NodeContext, attrs: dict) -> None:
+    def _enrich(self, span: Span, node: NodeContext, attrs: dict, figures: SpanFigures | None) -> None:
         a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
         phase = attrs.get(semconv.CARBON_PHASE)
         compute = phase in semconv.COMPUTE_PHASES
@@ -372,6 +377,8 @@ class CarbonJoin:
             other = self._intensity(GridLocation(provider, region, None), (a + b) // 2)
             values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
         add_span_attributes(span, values)
+        if figures is not None:
+            figures[(span.trace_id, span.span_id)] = {**attrs, **values}
         if quality != semconv.QUALITY_MEASURED:
             self.spans_flagged += 1
         if compute:
