@@ -113,11 +113,12 @@ def _encoded_attribute(key: str, value: AttributeValue) -> bytes:
     return encoded
 
 
-def add_span_attributes(span: Span, values: Mapping[str, AttributeValue]) -> None:
+def add_span_attributes(span: Span, values: Mapping[str, AttributeValue], absent: bool = False) -> None:
     """``set_attributes`` on a span's attributes, in one parse: the new attributes are appended as
     serialized entries (one protobuf call per span instead of three per attribute). Where the span
-    already has one of the keys it falls back to ``set_attributes``, which replaces in place."""
-    if not values.keys().isdisjoint([kv.key for kv in span.attributes]):
+    already has one of the keys it falls back to ``set_attributes``, which replaces in place;
+    ``absent``: the caller knows that none of the keys is there, so nothing is looked up."""
+    if not absent and not values.keys().isdisjoint([kv.key for kv in span.attributes]):
         set_attributes(span.attributes, values)
         return
     span.MergeFromString(b"".join([_encoded_attribute(key, value) for key, value in values.items()]))
