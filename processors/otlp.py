@@ -144,8 +144,7 @@ class SpanGroups:
         self.out: list[ResourceSpans] = []
         self._by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
 
-    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: Span | bytes) -> Span:
-        """Put the span (a message, or one serialized) in its group; returns the span as placed there."""
+    def _scope(self, src_resource: ResourceSpans, src_scope: ScopeSpans) -> ScopeSpans:
         entry = self._by_resource.get(id(src_resource))
         if entry is None:
             rs = ResourceSpans(resource=src_resource.resource, schema_url=src_resource.schema_url)
@@ -155,6 +154,11 @@ class SpanGroups:
         ss = scopes.get(id(src_scope))
         if ss is None:
             ss = scopes[id(src_scope)] = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
+        return ss
+
+    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: Span | bytes) -> Span:
+        """Put the span (a message, or one serialized) in its group; returns the span as placed there."""
+        ss = self._scope(src_resource, src_scope)
         if isinstance(span, bytes):
             placed = ss.spans.add()
             placed.MergeFromString(span)
@@ -162,10 +166,21 @@ class SpanGroups:
         ss.spans.append(span)
         return ss.spans[-1]
 
+    def extend(self, src_resource: ResourceSpans, src_scope: ScopeSpans, spans: list[Span]) -> None:
+        """Put spans of one resource and scope in their group: one copy call for all of them."""
+        self._scope(src_resource, src_scope).spans.extend(spans)
+
 
 def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
     """Spans that were held back, put into ResourceSpans/ScopeSpans again (see SpanGroups)."""
-    groups = SpanGroups()
+    by_scope: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[Span]]] = {}
     for src_resource, src_scope, span in items:
-        groups.add(src_resource, src_scope, span)
+        key = (id(src_resource), id(src_scope))
+        entry = by_scope.get(key)
+        if entry is None:
+            entry = by_scope[key] = (src_resource, src_scope, [])
+        entry[2].append(span)
+    groups = SpanGroups()
+    for src_resource, src_scope, spans in by_scope.values():
+        groups.extend(src_resource, src_scope, spans)
     return groups.out
