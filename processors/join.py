@@ -58,7 +58,7 @@ _ENRICH_INPUTS = frozenset({semconv.CARBON_PHASE, semconv.CARBON_TOKENS, semconv
 #: the prefix of every attribute the join writes: a span that arrives with none (apart from its
 #: inputs) gets them appended without a look for ones to replace.
 _OUTPUT_PREFIX = "carbon."
-#: (trace id, span id) -> the span's attributes that the join read or wrote (see ``release``).
+#: (trace id, span id) -> the span's attributes that a roll-up sums, as the join read or wrote them.
 SpanFigures = dict[tuple[bytes, bytes], dict]
 
 
@@ -397,7 +397,13 @@ class CarbonJoin:
             values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
         add_span_attributes(span, values, fresh)
         if figures is not None:
-            figures[(span.trace_id, span.span_id)] = {**attrs, **values}
+            # what a roll-up sums, and no more: it keeps these until the span's trace is complete
+            figures[(span.trace_id, span.span_id)] = {
+                semconv.CARBON_PHASE: phase, semconv.GEN_AI_REQUEST_MODEL: attrs.get(semconv.GEN_AI_REQUEST_MODEL),
+                semconv.GEN_AI_USAGE_INPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
+                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
         if quality != semconv.QUALITY_MEASURED:
             self.spans_flagged += 1
         if compute:
