@@ -87,8 +87,9 @@ def main() -> None:
     for i, batch in enumerate(batches):
         now = T0 + int(i * 256 / args.rate * SECOND)
         join.add_spans(batch, now)
-        released = join.release(now)
-        rollup.add(released, now)
+        figures: dict = {}  # as in the collector, where the roll-up comes right after the join
+        released = join.release(now, figures=figures)
+        rollup.add(released, now, figures)
         out += sum(len(ss.spans) for rs in rollup.release(now).spans for ss in rs.scope_spans)
     held = join.pending_spans
     rss_held = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

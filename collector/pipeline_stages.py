@@ -14,7 +14,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from carbonspan.collector.pipeline_settings import BatchSettings, CarbonSettings
-from carbonspan.processors.join import CarbonJoin
+from carbonspan.processors.join import CarbonJoin, SpanFigures
 from carbonspan.processors.rollup import RequestRollup, RequestSummary, RollupSettings
 
 if TYPE_CHECKING:
@@ -69,6 +69,8 @@ class CarbonStage(Stage):
         self.join = CarbonJoin(settings.join, intensity, facility)
         self.metric_points_rejected = 0
         self.last_ingest_errors: list[str] = []
+        #: the released spans' figures, for a roll-up stage right after this one (None: nobody reads them).
+        self.figures: SpanFigures | None = None
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
         self.join.add_spans(batch, now_ns)
@@ -82,7 +84,9 @@ class CarbonStage(Stage):
         return batch
 
     def release_traces(self, now_ns: int, flush: bool) -> list[ResourceSpans]:
-        return self.join.release(now_ns, flush=flush)
+        if self.figures is not None:
+            self.figures.clear()  # only this release's spans: the next stage reads them right away
+        return self.join.release(now_ns, flush=flush, figures=self.figures)
 
     @property
     def pending_spans(self) -> int:
@@ -90,15 +94,21 @@ class CarbonStage(Stage):
 
 
 class RollupStage(Stage):
+    """The roll-up. Right after a carbon stage (``after``) it takes the join's figures in-process
+    instead of reading back the attributes the join has just written."""
+
     def __init__(self, component_id: str, settings: RollupSettings,
-                 on_request: Callable[[RequestSummary], None]) -> None:
+                 on_request: Callable[[RequestSummary], None], after: Stage | None = None) -> None:
         super().__init__(component_id)
         self.rollup = RequestRollup(settings)
         self._on_request = on_request
         self._held = 0
+        self._join = after if isinstance(after, CarbonStage) else None
+        if self._join is not None and self._join.figures is None:
+            self._join.figures = {}
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
-        self.rollup.add(batch, now_ns)
+        self.rollup.add(batch, now_ns, self._join.figures if self._join is not None else None)
         self._held += span_count(batch)
         return []
 

@@ -100,7 +100,8 @@ class Service:
                         processor_id, settings, intensity_provider_from_config(settings.intensity),
                         facility_from_config(settings.facility))
             elif component.type == "carbon_rollup":
-                stage = RollupStage(processor_id, component.settings, self._record_request)
+                stage = RollupStage(processor_id, component.settings, self._record_request,
+                                    after=stages[-1] if stages else None)
                 self.rollups.append(stage)
             elif component.type == "batch":
                 stage = BatchStage(processor_id, component.settings)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -35,10 +34,10 @@ from carbonspan.processors.intensity import GridLocation, IntensityProvider, Int
 from carbonspan.processors.ledger import GpuLedger, Ledger
 from carbonspan.processors.otlp import (
     SpanGroups,
+    add_span_attributes,
+    any_value_to_python,
     as_float,
     attributes_to_dict,
-    pick_attributes,
-    set_attributes,
 )
 from carbonspan.processors.telemetry import IngestStats, Telemetry
 
@@ -55,7 +54,25 @@ _DEFAULT_TOKENS_ATTRIBUTE = {
 }
 #: the span attributes the join reads.
 _ENRICH_INPUTS = frozenset({semconv.CARBON_PHASE, semconv.CARBON_TOKENS, semconv.GEN_AI_USAGE_INPUT_TOKENS,
-                            semconv.GEN_AI_USAGE_OUTPUT_TOKENS})
+                            semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.GEN_AI_REQUEST_MODEL})
+#: the prefix of every attribute the join writes: a span that arrives with none (apart from its
+#: inputs) gets them appended without a look for ones to replace.
+_OUTPUT_PREFIX = "carbon."
+#: (trace id, span id) -> the span's attributes that a roll-up sums, as the join read or wrote them.
+SpanFigures = dict[tuple[bytes, bytes], dict]
+
+
+def _read_inputs(span: Span) -> tuple[dict, bool]:
+    """The attributes the join reads, and whether the span has none of those it writes: one pass."""
+    inputs = {}
+    fresh = True
+    for kv in span.attributes:
+        key = kv.key
+        if key in _ENRICH_INPUTS:
+            inputs[key] = any_value_to_python(kv.value)
+        elif fresh and key.startswith(_OUTPUT_PREFIX):
+            fresh = False
+    return inputs, fresh
 
 
 @dataclass(frozen=True)
@@ -69,7 +86,7 @@ class JoinSettings:
     gpu_models: Mapping[str, str] = field(default_factory=dict)
     #: (cloud.provider, cloud.region) pairs: each span also says what it would have emitted there.
     counterfactual_regions: tuple[tuple[str, str], ...] = ()
-    max_observations: int = 100_000
+    max_observations: int = 100_000  # distinct label sets of the per-span counters between collections
     #: ``report``: idle energy is only reported per GPU; ``amortize``: it is also spread over the
     #: spans, each getting idle energy in proportion to its own (see Ledger.idle_per_busy_joule).
     idle: str = IDLE_REPORT
@@ -97,7 +114,7 @@ class NodeContext:
 
 @dataclass(frozen=True)
 class SpanObservation:
-    """One enriched span, for the per-span counters (energy by phase, gCO2e per token...)."""
+    """Enriched spans of one label set, summed, for the per-span counters (energy by phase, gCO2e per token...)."""
 
     phase: str
     gpu_model: str | None
@@ -129,6 +146,7 @@ class _Pending:
     scope_spans: ScopeSpans
     deadline_ns: int
     inputs: dict  # the span attributes the join reads, read once on arrival
+    fresh: bool = True  # none of the attributes the join writes is on the span yet
     released: bool = False
 
 
@@ -146,7 +164,8 @@ class CarbonJoin:
         self._ready: list[_Pending] = []
         self._seq = itertools.count()
         self._pending = 0
-        self._observations: deque[SpanObservation] = deque(maxlen=settings.max_observations)
+        #: (phase, model, provider, region, service) -> [energy J, gCO2e, tokens] since the last drain.
+        self._observations: dict[tuple, list[float]] = {}
         self._grid: dict[tuple, GridReadingRow] = {}
         self.spans_flagged = 0
         # Memos of what depends only on the telemetry, shared by the spans of one release; cleared
@@ -170,8 +189,8 @@ class CarbonJoin:
             for src_ss in src_rs.scope_spans:
                 ss = ScopeSpans(scope=src_ss.scope, schema_url=src_ss.schema_url)
                 for span in src_ss.spans:
-                    inputs = pick_attributes(span.attributes, _ENRICH_INPUTS) if node is not None else {}
-                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs)
+                    inputs, fresh = _read_inputs(span) if node is not None else ({}, True)
+                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs, fresh)
                     count += 1
                     self._pending += 1
                     if node is None or inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
@@ -188,8 +207,11 @@ class CarbonJoin:
         return self._pending
 
     # ------------------------------------------------------------------ output
-    def release(self, now_ns: int, flush: bool = False) -> list[ResourceSpans]:
-        """Enrich and return every span whose data has arrived, whose deadline passed, or all."""
+    def release(self, now_ns: int, flush: bool = False, figures: SpanFigures | None = None) -> list[ResourceSpans]:
+        """Enrich and return every span whose data has arrived, whose deadline passed, or all.
+
+        With ``figures``, each enriched span's attributes that the join read or wrote are put there
+        too, so that the roll-up right after it need not read them back from the span."""
         out = self._ready
         self._ready = []
         for gpu_ids, heap in self._by_gpus.items():
@@ -209,7 +231,7 @@ class CarbonJoin:
             span = groups.add(pending.resource_spans, pending.scope_spans, pending.span)
             pending.span = b""  # the heaps may still reference the entry until they are compacted
             if pending.node is not None:
-                self._enrich(span, pending.node, pending.inputs)
+                self._enrich(span, pending.node, pending.inputs, pending.fresh, figures)
         self._compact()
         return groups.out
 
@@ -220,7 +242,9 @@ class CarbonJoin:
         return list(self._grid.values())
 
     def span_observations(self) -> list[SpanObservation]:
-        drained = list(self._observations)
+        """The priced spans since the last call, summed per label set: the counters they feed take
+        one addition per label set and collection, not one per span."""
+        drained = [SpanObservation(*key, *sums) for key, sums in self._observations.items()]
         self._observations.clear()
         return drained
 
@@ -327,7 +351,7 @@ class CarbonJoin:
             return attribute_estimated((profile.idle_w + profile.max_w) / 2, load, a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
-    def _enrich(self, span: Span, node: NodeContext, attrs: dict) -> None:
+    def _enrich(self, span: Span, node: NodeContext, attrs: dict, fresh: bool, figures: SpanFigures | None) -> None:
         a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
         phase = attrs.get(semconv.CARBON_PHASE)
         compute = phase in semconv.COMPUTE_PHASES
@@ -371,22 +395,28 @@ class CarbonJoin:
             pue, _ = self.facility.pue(provider, region)
             other = self._intensity(GridLocation(provider, region, None), (a + b) // 2)
             values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
-        set_attributes(span.attributes, values)
+        add_span_attributes(span, values, fresh)
+        if figures is not None:
+            # what a roll-up sums, and no more: it keeps these until the span's trace is complete
+            figures[(span.trace_id, span.span_id)] = {
+                semconv.CARBON_PHASE: phase, semconv.GEN_AI_REQUEST_MODEL: attrs.get(semconv.GEN_AI_REQUEST_MODEL),
+                semconv.GEN_AI_USAGE_INPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
+                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
         if quality != semconv.QUALITY_MEASURED:
             self.spans_flagged += 1
         if compute:
-            self._observations.append(
-                SpanObservation(
-                    phase=phase,
-                    gpu_model=self._gpu_model(node.gpu_ids[0], node),
-                    provider=node.location.provider,
-                    region=node.location.region,
-                    service_name=node.service_name,
-                    energy_j=energy,
-                    co2e_g=operational + embodied,
-                    tokens=tokens,
-                )
-            )
+            key = (phase, self._gpu_model(node.gpu_ids[0], node), node.location.provider, node.location.region,
+                   node.service_name)
+            sums = self._observations.get(key)
+            if sums is None:
+                if len(self._observations) >= self.settings.max_observations:
+                    return  # bounded: label sets are few, but never trust input
+                sums = self._observations[key] = [0.0, 0.0, 0.0]
+            sums[0] += energy
+            sums[1] += operational + embodied
+            sums[2] += tokens
 
     def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
         reading = self.intensity.intensity(location, time_ns)

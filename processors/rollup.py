@@ -11,19 +11,19 @@ trace that was already rolled up are late: counted and passed on unchanged.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from carbonspan.processors import semconv
 from carbonspan.processors.otlp import (
+    add_span_attributes,
     as_float,
     attributes_to_dict,
     get_attribute,
     pick_attributes,
     regroup_spans,
-    set_attributes,
 )
 
 _ROUTE_PHASES = (*semconv.COMPUTE_PHASES, semconv.PHASE_KV_TRANSFER)
@@ -71,9 +71,13 @@ class RollupOutput:
     requests: list[RequestSummary]
 
 
+#: a held span, with what the join already knows of its attributes (None: read them from the span).
+_Item = tuple[ResourceSpans, ScopeSpans, Span, dict | None]
+
+
 @dataclass
 class _Trace:
-    items: list[tuple[ResourceSpans, ScopeSpans, Span]] = field(default_factory=list)
+    items: list[_Item] = field(default_factory=list)
     has_root: bool = False
     last_seen_ns: int = 0
 
@@ -90,14 +94,19 @@ class RequestRollup:
     def pending_traces(self) -> int:
         return len(self._traces)
 
-    def add(self, resource_spans: Iterable[ResourceSpans], now_ns: int) -> None:
+    def add(self, resource_spans: Iterable[ResourceSpans], now_ns: int,
+            figures: Mapping[tuple[bytes, bytes], dict] | None = None) -> None:
+        """Hold the spans until their trace is complete. ``figures`` (from ``CarbonJoin.release``
+        right before, nothing in between) saves reading back the attributes the join wrote."""
         for rs in resource_spans:
             for ss in rs.scope_spans:
                 for span in ss.spans:
-                    self._add(rs, ss, span, now_ns)
+                    trace_id = span.trace_id
+                    known = figures.get((trace_id, span.span_id)) if figures else None
+                    self._add(rs, ss, span, trace_id, known, now_ns)
 
-    def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, now_ns: int) -> None:
-        trace_id = span.trace_id
+    def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, trace_id: bytes, known: dict | None,
+             now_ns: int) -> None:
         if trace_id in self._completed:
             self.late_spans += 1
             self._late.append((rs, ss, span))
@@ -107,7 +116,7 @@ class RequestRollup:
             trace = self._traces[trace_id] = _Trace()
         else:
             self._traces.move_to_end(trace_id)
-        trace.items.append((rs, ss, span))
+        trace.items.append((rs, ss, span, known))
         trace.has_root = trace.has_root or not span.parent_span_id
         trace.last_seen_ns = now_ns
 
@@ -129,7 +138,7 @@ class RequestRollup:
             del self._traces[trace_id]
             self._remember(trace_id)
             requests.append(_summarise(trace_id, trace.items, resources))
-            items.extend(trace.items)
+            items.extend(item[:3] for item in trace.items)
         return RollupOutput(spans=regroup_spans(items), requests=requests)
 
     def _remember(self, trace_id: bytes) -> None:
@@ -138,9 +147,9 @@ class RequestRollup:
             self._completed.popitem(last=False)
 
 
-def _root(items: list[tuple[ResourceSpans, ScopeSpans, Span]]) -> Span:
+def _root(items: list[_Item]) -> Span:
     """The trace's root: a span without parent, else the earliest whose parent never came."""
-    spans = [span for _, _, span in items]
+    spans = [item[2] for item in items]
     for span in spans:
         if not span.parent_span_id:
             return span
@@ -149,7 +158,7 @@ def _root(items: list[tuple[ResourceSpans, ScopeSpans, Span]]) -> Span:
     return min(orphans, key=lambda s: s.start_time_unix_nano)
 
 
-def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Span]],
+def _summarise(trace_id: bytes, items: list[_Item],
                resources: dict[int, dict]) -> RequestSummary:
     energy = operational = embodied = input_tokens = output_tokens = 0.0
     by_phase: dict[str, float] = {}
@@ -158,8 +167,8 @@ def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Spa
     quality: str | None = None
     model = None
     route: list[tuple[int, str]] = []
-    for rs, _, span in items:
-        attrs = pick_attributes(span.attributes, _SUMMARY_INPUTS)
+    for rs, _, span, known in items:
+        attrs = known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS)
         resource = resources.get(id(rs))
         if resource is None:
             resource = resources[id(rs)] = attributes_to_dict(rs.resource.attributes)
@@ -194,7 +203,7 @@ def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Spa
         if not route_names or route_names[-1] != where:
             route_names.append(where)
     root = _root(items)
-    root_resource = next(resources[id(rs)] for rs, _, s in items if s is root)
+    root_resource = next(resources[id(rs)] for rs, _, s, _ in items if s is root)
     summary = RequestSummary(
         trace_id=trace_id,
         model=model,
@@ -228,5 +237,5 @@ def _summarise(trace_id: bytes, items: list[tuple[ResourceSpans, ScopeSpans, Spa
         values[semconv.request_region_gco2e(region)] = grams
     if get_attribute(root.attributes, semconv.GEN_AI_REQUEST_MODEL) is None and model:
         values[semconv.GEN_AI_REQUEST_MODEL] = model
-    set_attributes(root.attributes, values)
+    add_span_attributes(root, values)
     return summary
