@@ -359,15 +359,20 @@ class CarbonJoin:
         measure = tokens if self.settings.policy == POLICY_TOKENS else (b - a) * 1e-9
         energy = embodied = idle = 0.0
         quality = semconv.QUALITY_MEASURED
+        embodied_sources: set[str] = set()
         for gpu_id in node.gpu_ids:
             if not compute:
                 break
             result = self._attribute(gpu_id, node, a, b, measure, phase)
             energy += result.energy_j
             quality = semconv.worse_quality(quality, result.quality)
-            figure = self.facility.embodied(self._gpu_model(gpu_id, node))
+            model = self._gpu_model(gpu_id, node)
+            figure = self.facility.embodied(model)
             if figure is not None:
                 embodied += figure.kgco2e * 1000.0 / (figure.lifetime_years * SECONDS_PER_YEAR) * result.gpu_seconds
+                embodied_sources.add(figure.source)
+            else:
+                embodied_sources.add(f"none: no embodied figure for {model or 'an unknown GPU model'}")
             if result.quality in (semconv.QUALITY_MEASURED, semconv.QUALITY_INTERPOLATED, semconv.QUALITY_EXTRAPOLATED):
                 if self.settings.idle == IDLE_AMORTIZE:
                     idle += result.energy_j * self.ledger.idle_per_busy_joule(gpu_id)
@@ -389,6 +394,8 @@ class CarbonJoin:
         }
         if reading.zone:
             values[semconv.CARBON_GRID_ZONE] = reading.zone
+        if embodied_sources:
+            values[semconv.CARBON_EMBODIED_SOURCE] = "; ".join(sorted(embodied_sources))
         if self.settings.idle == IDLE_AMORTIZE:
             values[semconv.CARBON_ENERGY_IDLE_JOULES] = idle
         for provider, region in self.settings.counterfactual_regions:

@@ -86,6 +86,9 @@ CARBON_INTENSITY: Final = "carbon.intensity.gco2e_per_kwh"
 CARBON_INTENSITY_SOURCE: Final = "carbon.intensity.source"
 CARBON_OPERATIONAL_GCO2E: Final = "carbon.operational.gco2e"
 CARBON_EMBODIED_GCO2E: Final = "carbon.embodied.gco2e"
+#: where the embodied figure came from (the table row's source), or ``none: ...`` naming a GPU model
+#: the embodied table has no figure for, whose embodied share then counts as 0.
+CARBON_EMBODIED_SOURCE: Final = "carbon.embodied.source"
 CARBON_TOTAL_GCO2E: Final = "carbon.total.gco2e"
 CARBON_QUALITY: Final = "carbon.quality"
 #: the fraction of its GPUs' energy over its window that the span was given (0..1, GPU-averaged).

@@ -188,6 +188,20 @@ def test_co2_is_energy_times_pue_times_the_intensity_of_the_table_row_it_names()
     assert attrs[semconv.CARBON_OPERATIONAL_GCO2E] == pytest.approx(expected, rel=1e-12)
     assert attrs[semconv.CARBON_TOTAL_GCO2E] == pytest.approx(expected + attrs[semconv.CARBON_EMBODIED_GCO2E])
     assert attrs[semconv.CARBON_EMBODIED_GCO2E] > 0  # an H100 has a cited embodied figure
+    assert attrs[semconv.CARBON_EMBODIED_SOURCE] == "ecologits:H100 SXM"
+
+
+def test_a_gpu_without_an_embodied_figure_says_so_instead_of_a_silent_zero():
+    join = make_join()
+    res = node_resource(["gpu-l"])
+    join.add_metrics([constant_power("gpu-l", 300.0, model="NVIDIA L40S")])
+    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_DECODE, T0, T0 + 2 * SECOND, tokens=10),
+                                SpanSpec(semconv.PHASE_QUEUE, T0, T0 + SECOND)])], T0)
+    by_phase = {attrs[semconv.CARBON_PHASE]: attrs for attrs in enriched(join)}
+    decode, queue = by_phase[semconv.PHASE_DECODE], by_phase[semconv.PHASE_QUEUE]
+    assert decode[semconv.CARBON_EMBODIED_GCO2E] == 0.0
+    assert decode[semconv.CARBON_EMBODIED_SOURCE] == "none: no embodied figure for L40S"
+    assert semconv.CARBON_EMBODIED_SOURCE not in queue  # no GPU time, nothing to source
 
 
 def test_spans_that_use_no_gpu_pass_through_at_once():
