@@ -121,8 +121,9 @@ def test_one_request_is_one_trace_across_prefill_and_decode_engines(disagg_run):
         assert span.trace_id.hex() == TRACE_ID
         assert span.parent_span_id.hex() == PARENT
         by_phase.setdefault(span.name, []).append((res, span))
-    prefill_res = [res for res, _ in by_phase["prefill"]]
-    assert [res[semconv.SERVICE_NAME] for res in prefill_res] == ["prefill", "decode"]
+    # a prefill span on each engine (the decode engine's covers what it recomputed); the two engines
+    # export independently, so their order at the sink is not fixed
+    assert sorted(res[semconv.SERVICE_NAME] for res, _ in by_phase["prefill"]) == ["decode", "prefill"]
     # the decode engine recomputes what the connector could not load (the last partial block)
     (decode_res, decode_span), = by_phase["decode"]
     (kv_res, kv_span), = by_phase["kv_transfer"]
