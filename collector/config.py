@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from carbonspan.collector import pipeline_settings as components
-from carbonspan.collector.config_values import as_mapping
+from carbonspan.collector.config_values import as_mapping, check_known_keys
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters.base import Exporter
 
@@ -209,14 +209,14 @@ def _telemetry(data: dict[str, Any]) -> Telemetry:
     from carbonspan.collector.config_values import parse_duration_ns
 
     section = as_mapping(data, "service.telemetry")
-    _known(section, "service.telemetry", {"logs", "metrics"})
+    check_known_keys(section, {"logs", "metrics"}, "service.telemetry")
     logs = as_mapping(section.get("logs"), "service.telemetry.logs")
-    _known(logs, "service.telemetry.logs", {"level"})
+    check_known_keys(logs, {"level"}, "service.telemetry.logs")
     level = str(logs.get("level", "info")).lower()
     if level not in ("debug", "info", "warn", "warning", "error"):
         raise ConfigError("service.telemetry.logs.level", f"expected debug, info, warn or error, got {level!r}")
     metrics = as_mapping(section.get("metrics"), "service.telemetry.metrics")
-    _known(metrics, "service.telemetry.metrics", {"level", "interval"})
+    check_known_keys(metrics, {"level", "interval"}, "service.telemetry.metrics")
     metrics_level = str(metrics.get("level", "basic")).lower()
     if metrics_level not in ("none", "basic", "normal", "detailed"):
         raise ConfigError("service.telemetry.metrics.level", f"expected none, basic, normal or detailed, "
@@ -227,15 +227,9 @@ def _telemetry(data: dict[str, Any]) -> Telemetry:
     return Telemetry(log_level=level, metrics_enabled=metrics_level != "none", metrics_interval_ns=interval)
 
 
-def _known(section: Mapping[str, Any], key: str, allowed: set[str]) -> None:
-    for name in section:
-        if name not in allowed:
-            raise ConfigError(f"{key}.{name}", f"unknown key; expected one of {', '.join(sorted(allowed))}")
-
-
 def _build(data: Any, source: str, exporter_factories: Mapping[str, Callable]) -> CollectorConfig:
     data = as_mapping(data, "")
-    _known(data, "", set(SECTIONS))
+    check_known_keys(data, set(SECTIONS))
     if "service" not in data:
         raise ConfigError("service", "required: service.pipelines says what runs")
     context: dict[str, Any] = {}
@@ -246,7 +240,7 @@ def _build(data: Any, source: str, exporter_factories: Mapping[str, Callable]) -
     exporters = _components(data, "exporters", exporter_factories, context)
 
     service = as_mapping(data["service"], "service")
-    _known(service, "service", {"extensions", "pipelines", "telemetry"})
+    check_known_keys(service, {"extensions", "pipelines", "telemetry"}, "service")
     service_extensions = _names(service.get("extensions"), "service.extensions", extensions, "extensions")
     pipelines_data = as_mapping(service.get("pipelines"), "service.pipelines")
     if not pipelines_data:
@@ -258,7 +252,7 @@ def _build(data: Any, source: str, exporter_factories: Mapping[str, Callable]) -
         if signal not in SIGNALS:
             raise ConfigError(key, f"a pipeline id starts with traces or metrics, got {pipeline_id!r}")
         body = as_mapping(body, key)
-        _known(body, key, {"receivers", "processors", "exporters"})
+        check_known_keys(body, {"receivers", "processors", "exporters"}, key)
         pipeline = Pipeline(
             id=pipeline_id, signal=signal,
             receivers=_names(body.get("receivers"), f"{key}.receivers", receivers, "receivers"),

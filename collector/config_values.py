@@ -52,3 +52,11 @@ def as_mapping(value: Any, key: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(key, f"expected a mapping, got {type(value).__name__}")
     return dict(value)
+
+
+def check_known_keys(section: Mapping[str, Any], allowed: set[str], key: str = "") -> None:
+    """A typo in a key fails at start, naming it, as in the Collector. ``key``: the section's own path."""
+    for name in section:
+        if name not in allowed:
+            error = ConfigError(str(name), f"unknown key; expected one of {', '.join(sorted(allowed)) or 'none'}")
+            raise error.within(key) if key else error

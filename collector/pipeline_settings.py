@@ -13,7 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from carbonspan.collector.config_values import as_mapping, parse_duration_ns, parse_endpoint, parse_positive
+from carbonspan.collector.config_values import (
+    as_mapping,
+    check_known_keys,
+    parse_duration_ns,
+    parse_endpoint,
+    parse_positive,
+)
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.processors.attribution import POLICIES, POLICY_TOKENS
@@ -24,12 +30,6 @@ MIB = 1024 * 1024
 DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
 DEFAULT_HTTP_ENDPOINT = "127.0.0.1:4318"
 DEFAULT_HEALTH_ENDPOINT = "127.0.0.1:13133"
-
-
-def _known(section: Mapping[str, Any], allowed: set[str]) -> None:
-    for name in section:
-        if name not in allowed:
-            raise ConfigError(str(name), f"unknown key; expected one of {', '.join(sorted(allowed)) or 'none'}")
 
 
 def _string(value: Any, key: str) -> str:
@@ -72,7 +72,7 @@ class FileStorageSettings:
 
 
 def _health_check(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> HealthCheckSettings:
-    _known(section, {"endpoint", "path"})
+    check_known_keys(section, {"endpoint", "path"})
     host, port = parse_endpoint("endpoint", section.get("endpoint") or DEFAULT_HEALTH_ENDPOINT)
     path = str(section.get("path") or "/")
     if not path.startswith("/"):
@@ -81,12 +81,12 @@ def _health_check(component_id: str, section: dict[str, Any], context: dict[str,
 
 
 def _bearer_token(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> BearerTokenSettings:
-    _known(section, {"token", "scheme"})
+    check_known_keys(section, {"token", "scheme"})
     return BearerTokenSettings(_string(section.get("token"), "token"), str(section.get("scheme") or "Bearer"))
 
 
 def _file_storage(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> FileStorageSettings:
-    _known(section, {"directory"})
+    check_known_keys(section, {"directory"})
     return FileStorageSettings(_string(section.get("directory"), "directory"))
 
 
@@ -121,7 +121,7 @@ class OtlpReceiverSettings:
 
 def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str, int],
             extensions: Mapping[str, Any]) -> ServerSettings:
-    _known(section, {"endpoint", "tls", "auth", *size_keys})
+    check_known_keys(section, {"endpoint", "tls", "auth", *size_keys})
     host, port = parse_endpoint("endpoint", section.get("endpoint") or default_endpoint)
     max_bytes = 4 * MIB
     for key, unit in size_keys.items():
@@ -131,7 +131,7 @@ def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str,
     if section.get("tls") is not None:
         tls_section = as_mapping(section["tls"], "tls")
         try:
-            _known(tls_section, {"cert_file", "key_file"})
+            check_known_keys(tls_section, {"cert_file", "key_file"})
         except ConfigError as exc:
             raise exc.within("tls") from exc
         tls = TlsSettings(_string(tls_section.get("cert_file"), "tls.cert_file"),
@@ -140,7 +140,7 @@ def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str,
     if section.get("auth") is not None:
         auth = as_mapping(section["auth"], "auth")
         try:
-            _known(auth, {"authenticator"})
+            check_known_keys(auth, {"authenticator"})
         except ConfigError as exc:
             raise exc.within("auth") from exc
         name = _string(auth.get("authenticator"), "auth.authenticator")
@@ -152,9 +152,9 @@ def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str,
 
 
 def _otlp_receiver(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> OtlpReceiverSettings:
-    _known(section, {"protocols"})
+    check_known_keys(section, {"protocols"})
     protocols = as_mapping(section.get("protocols"), "protocols")
-    _known_in(protocols, "protocols", {"grpc", "http"})
+    check_known_keys(protocols, {"grpc", "http"}, "protocols")
     if not protocols:
         raise ConfigError("protocols", "name at least one of grpc, http")
     extensions = context.get("extensions", {})
@@ -168,13 +168,6 @@ def _otlp_receiver(component_id: str, section: dict[str, Any], context: dict[str
             except ConfigError as exc:
                 raise exc.within(f"protocols.{name}") from exc
     return OtlpReceiverSettings(**servers)
-
-
-def _known_in(section: Mapping[str, Any], key: str, allowed: set[str]) -> None:
-    try:
-        _known(section, allowed)
-    except ConfigError as exc:
-        raise exc.within(key) from exc
 
 
 RECEIVERS: dict[str, Callable[[str, dict[str, Any], dict[str, Any]], Any]] = {"otlp": _otlp_receiver}
@@ -204,7 +197,7 @@ class MemoryLimiterSettings:
 def _carbon(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> CarbonSettings:
     from carbonspan.collector.intensity_config import facility_from_config, intensity_provider_from_config
 
-    _known(section, {"policy", "deadline", "retention", "gap", "idle", "counterfactual_regions", "gpu_models",
+    check_known_keys(section, {"policy", "deadline", "retention", "gap", "idle", "counterfactual_regions", "gpu_models",
                      "intensity", "facility"})
     policy = section.get("policy", POLICY_TOKENS)
     if policy not in POLICIES:
@@ -238,7 +231,7 @@ def _carbon(component_id: str, section: dict[str, Any], context: dict[str, Any])
 
 
 def _rollup(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> RollupSettings:
-    _known(section, {"settle", "idle_timeout", "max_traces"})
+    check_known_keys(section, {"settle", "idle_timeout", "max_traces"})
     settle = parse_duration_ns("settle", section.get("settle", "5s"))
     idle = parse_duration_ns("idle_timeout", section.get("idle_timeout", "30s"))
     if idle < settle:
@@ -248,14 +241,14 @@ def _rollup(component_id: str, section: dict[str, Any], context: dict[str, Any])
 
 
 def _batch(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> BatchSettings:
-    _known(section, {"send_batch_size", "timeout"})
+    check_known_keys(section, {"send_batch_size", "timeout"})
     size = int(parse_positive("send_batch_size", section.get("send_batch_size", 8192), integer=True))
     timeout = parse_duration_ns("timeout", section.get("timeout", "200ms"))
     return BatchSettings(size, timeout)
 
 
 def _memory_limiter(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> MemoryLimiterSettings:
-    _known(section, {"limit_spans", "limit_mib", "retry_after"})
+    check_known_keys(section, {"limit_spans", "limit_mib", "retry_after"})
     spans = section.get("limit_spans")
     mib = section.get("limit_mib")
     if spans is None and mib is None:

@@ -31,3 +31,15 @@ def test_positive_and_error_prefixing():
     error = info.value.within("exporters.otlp.sending_queue")
     assert str(error) == "exporters.otlp.sending_queue.queue_size: expected a positive integer, got 2.5"
     assert str(ConfigError("a.b", "bad", source="x.yaml", line=7)) == "x.yaml:7: a.b: bad"
+
+
+def test_unknown_keys_are_named_under_their_section():
+    from carbonspan.collector.config_values import check_known_keys
+
+    check_known_keys({"a": 1}, {"a", "b"})
+    with pytest.raises(ConfigError) as top:
+        check_known_keys({"recievers": {}}, {"receivers"})
+    assert str(top.value) == "recievers: unknown key; expected one of receivers"
+    with pytest.raises(ConfigError) as nested:
+        check_known_keys({"htp": {}}, {"grpc", "http"}, "receivers.otlp.protocols")
+    assert nested.value.key == "receivers.otlp.protocols.htp"
