@@ -103,16 +103,18 @@ class Router:
                 self._bytes_per_span = 0.9 * self._bytes_per_span + 0.1 * (request.ByteSize() / count)
             self.spans_received[receiver_id] += count
             now = self.clock()
-            for i, pipeline in enumerate(targets):
-                self._export(pipeline, pipeline.push(_copy(request.resource_spans, ResourceSpans, i), now))
+            batches = [_copy(request.resource_spans, ResourceSpans, i) for i in range(len(targets))]
+            for pipeline, batch in zip(targets, batches, strict=True):
+                self._export(pipeline, pipeline.push(batch, now))
 
     def receive_metrics(self, receiver_id: str, request: ExportMetricsServiceRequest) -> None:
         targets = [p for p in self.pipelines if p.signal == "metrics" and receiver_id in p.receivers]
         with self.lock:
             self.metric_points_received[receiver_id] += point_count(list(request.resource_metrics))
             now = self.clock()
-            for i, pipeline in enumerate(targets):
-                self._export(pipeline, pipeline.push(_copy(request.resource_metrics, ResourceMetrics, i), now))
+            batches = [_copy(request.resource_metrics, ResourceMetrics, i) for i in range(len(targets))]
+            for pipeline, batch in zip(targets, batches, strict=True):
+                self._export(pipeline, pipeline.push(batch, now))
 
     def _admit(self, pipeline: Pipeline) -> None:
         limiter = pipeline.limiter
@@ -178,7 +180,8 @@ class Router:
 
 def _copy(items, cls, index: int) -> list:
     """The first pipeline takes the received messages; each further one a copy, as processors
-    write attributes in place."""
+    change them in place (attributes written, held spans taken out): all copies are made before
+    the first pipeline runs."""
     if index == 0:
         return list(items)
     out = []

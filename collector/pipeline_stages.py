@@ -108,8 +108,8 @@ class RollupStage(Stage):
             self._join.figures = {}
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
+        self._held += span_count(batch)  # before the roll-up takes the spans it holds out of the batch
         self.rollup.add(batch, now_ns, self._join.figures if self._join is not None else None)
-        self._held += span_count(batch)
         return []
 
     def release_traces(self, now_ns: int, flush: bool) -> list[ResourceSpans]:

@@ -3,16 +3,22 @@
 A disaggregated request leaves spans on several nodes (a router, a prefill worker in one region,
 a decode worker in another) that reach the roll-up at different times: the join releases a
 GPU span only once its energy data has arrived, while a router's root span passes straight
-through. So a trace is held until its root has arrived and no span of it has arrived for
+through. So a trace stays open until its root has arrived and no span of it has arrived for
 ``settle_ns``, or, without a root, until it has been idle for ``idle_timeout_ns``. Spans of a
 trace that was already rolled up are late: counted and passed on unchanged.
+
+A span's figures are summed when it arrives, and only the spans that may still carry the summary
+are held: the root once it is there, before that the earliest span of each missing parent (the
+candidates of the orphan rule) and the earliest span of all (the carrier of a trace whose every
+span has its parent: a cycle). Every other span goes on at the next ``release``, unchanged, inside
+the message it came in where none of that message's spans is held.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -20,7 +26,6 @@ from carbonspan.processors import semconv
 from carbonspan.processors.otlp import (
     add_span_attributes,
     as_float,
-    attributes_to_dict,
     get_attribute,
     pick_attributes,
     regroup_spans,
@@ -33,6 +38,8 @@ _SUMMARY_INPUTS = frozenset({
     semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.CARBON_QUALITY, semconv.CARBON_ENERGY_JOULES,
     semconv.CARBON_OPERATIONAL_GCO2E, semconv.CARBON_EMBODIED_GCO2E,
 })
+#: the resource attributes the roll-up reads.
+_RESOURCE_INPUTS = frozenset({semconv.SERVICE_NAME, semconv.CLOUD_REGION})
 
 
 @dataclass(frozen=True)
@@ -71,15 +78,89 @@ class RollupOutput:
     requests: list[RequestSummary]
 
 
-#: a held span, with what the join already knows of its attributes (None: read them from the span).
-_Item = tuple[ResourceSpans, ScopeSpans, Span, dict | None]
+class _Held:
+    """A span that may still carry its trace's summary. ``batch``: the ``add`` call it came in
+    with; ``index``: its place in its ScopeSpans then (taken out at the end of that call)."""
+
+    __slots__ = ("start", "seq", "rs", "ss", "span", "resource", "batch", "index", "held")
+
+    def __init__(self, start: int, seq: int, rs: ResourceSpans, ss: ScopeSpans, span: Span, resource: dict,
+                 batch: int, index: int) -> None:
+        self.start, self.seq, self.rs, self.ss, self.span = start, seq, rs, ss, span
+        self.resource, self.batch, self.index, self.held = resource, batch, index, True
+
+    def before(self, other: _Held | None) -> bool:
+        return other is None or self.start < other.start  # ties: the one that came first
 
 
-@dataclass
 class _Trace:
-    items: list[_Item] = field(default_factory=list)
-    has_root: bool = False
-    last_seen_ns: int = 0
+    """An open trace: its running sums (in arrival order, as the summary adds them) and the
+    spans that may still carry the summary."""
+
+    __slots__ = ("count", "energy", "operational", "embodied", "input_tokens", "output_tokens", "by_phase",
+                 "by_phase_energy", "by_region", "quality", "model", "route", "root", "ids", "orphans",
+                 "earliest", "last_seen_ns")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.energy = self.operational = self.embodied = self.input_tokens = self.output_tokens = 0.0
+        self.by_phase: dict[str, float] = {}  # gCO2e
+        self.by_phase_energy: dict[str, float] = {}
+        self.by_region: dict[str, float] = {}
+        self.quality: str | None = None
+        self.model = None
+        self.route: list[tuple[int, str]] = []
+        self.root: _Held | None = None
+        self.ids: set[bytes] = set()  # span ids seen, until the root comes
+        self.orphans: dict[bytes, _Held] = {}  # missing parent id -> the earliest of its children
+        self.earliest: _Held | None = None
+        self.last_seen_ns = 0
+
+    def sum(self, attrs: Mapping, resource: Mapping, start: int) -> None:
+        self.count += 1
+        self.model = self.model or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
+        phase = attrs.get(semconv.CARBON_PHASE)
+        if phase in _ROUTE_PHASES:
+            where = f"{resource.get(semconv.SERVICE_NAME, '?')}@{resource.get(semconv.CLOUD_REGION, '?')}"
+            self.route.append((start, where))
+        if phase == semconv.PHASE_PREFILL:
+            self.input_tokens += as_float(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)) or 0.0
+        if phase == semconv.PHASE_DECODE:
+            self.output_tokens += as_float(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0.0
+        span_quality = attrs.get(semconv.CARBON_QUALITY)
+        if span_quality is None:
+            return  # not priced: a router's span, or one without GPUs
+        if phase in semconv.COMPUTE_PHASES:
+            self.quality = semconv.worse_quality(self.quality, span_quality)
+        span_energy = as_float(attrs.get(semconv.CARBON_ENERGY_JOULES)) or 0.0
+        span_operational = as_float(attrs.get(semconv.CARBON_OPERATIONAL_GCO2E)) or 0.0
+        span_embodied = as_float(attrs.get(semconv.CARBON_EMBODIED_GCO2E)) or 0.0
+        self.energy += span_energy
+        self.operational += span_operational
+        self.embodied += span_embodied
+        if phase:
+            self.by_phase[phase] = self.by_phase.get(phase, 0.0) + span_operational + span_embodied
+            self.by_phase_energy[phase] = self.by_phase_energy.get(phase, 0.0) + span_energy
+        region = resource.get(semconv.CLOUD_REGION)
+        if region:
+            self.by_region[region] = self.by_region.get(region, 0.0) + span_operational + span_embodied
+
+    def held(self) -> list[_Held]:
+        if self.root is not None:
+            return [self.root]
+        held = list(self.orphans.values())
+        if self.earliest is not None and all(h is not self.earliest for h in held):
+            held.append(self.earliest)
+        return held
+
+    def carrier(self) -> _Held:
+        """The root: a span without parent, else the earliest whose parent never came (else the earliest)."""
+        if self.root is not None:
+            return self.root
+        if self.orphans:
+            return min(self.orphans.values(), key=lambda h: (h.start, h.seq))
+        assert self.earliest is not None
+        return self.earliest
 
 
 class RequestRollup:
@@ -87,7 +168,9 @@ class RequestRollup:
         self.settings = settings or RollupSettings()
         self._traces: OrderedDict[bytes, _Trace] = OrderedDict()  # least recently seen first
         self._completed: OrderedDict[bytes, None] = OrderedDict()
-        self._late: list[tuple[ResourceSpans, ScopeSpans, Span]] = []
+        self._whole: list[ResourceSpans] = []  # messages that go on as they came (held spans taken out)
+        self._loose: list[tuple[ResourceSpans, ScopeSpans, Span]] = []  # held spans that need not be any more
+        self._batch = 0
         self.late_spans = 0
 
     @property
@@ -96,50 +179,125 @@ class RequestRollup:
 
     def add(self, resource_spans: Iterable[ResourceSpans], now_ns: int,
             figures: Mapping[tuple[bytes, bytes], dict] | None = None) -> None:
-        """Hold the spans until their trace is complete. ``figures`` (from ``CarbonJoin.release``
-        right before, nothing in between) saves reading back the attributes the join wrote."""
-        for rs in resource_spans:
+        """Sum the spans into their traces; hold those that may carry a summary, pass the others on at
+        the next ``release``. ``figures`` (from ``CarbonJoin.release`` right before, nothing in
+        between) saves reading back the attributes the join wrote."""
+        self._batch += 1
+        batch = list(resource_spans)
+        new: list[_Held] = []
+        for rs in batch:
+            resource = pick_attributes(rs.resource.attributes, _RESOURCE_INPUTS)
             for ss in rs.scope_spans:
-                for span in ss.spans:
+                for index, span in enumerate(ss.spans):
                     trace_id = span.trace_id
+                    if trace_id in self._completed:
+                        self.late_spans += 1
+                        continue
                     known = figures.get((trace_id, span.span_id)) if figures else None
-                    self._add(rs, ss, span, trace_id, known, now_ns)
+                    held = self._add(rs, ss, span, index, trace_id, resource, known, now_ns)
+                    if held is not None:
+                        new.append(held)
+        self._take_out([h for h in new if h.held])
+        self._whole += [rs for rs in batch if any(ss.spans for ss in rs.scope_spans)]
 
-    def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, trace_id: bytes, known: dict | None,
-             now_ns: int) -> None:
-        if trace_id in self._completed:
-            self.late_spans += 1
-            self._late.append((rs, ss, span))
-            return
+    def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, index: int, trace_id: bytes, resource: dict,
+             known: dict | None, now_ns: int) -> _Held | None:
+        """Sum the span into its trace; the span as held, or None where it need not be."""
         trace = self._traces.get(trace_id)
         if trace is None:
             trace = self._traces[trace_id] = _Trace()
         else:
             self._traces.move_to_end(trace_id)
-        trace.items.append((rs, ss, span, known))
-        trace.has_root = trace.has_root or not span.parent_span_id
         trace.last_seen_ns = now_ns
+        start = span.start_time_unix_nano
+        seq = trace.count
+        trace.sum(known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS), resource, start)
+        if trace.root is not None:
+            return None
+        item = _Held(start, seq, rs, ss, span, resource, self._batch, index)
+        parent = span.parent_span_id
+        if not parent:
+            for other in trace.held():
+                self._free(other)
+            trace.root, trace.ids, trace.orphans, trace.earliest = item, set(), {}, None
+            return item
+        dropped = []
+        span_id = span.span_id
+        trace.ids.add(span_id)
+        children = trace.orphans.pop(span_id, None)  # their parent came: no longer orphans
+        if children is not None:
+            dropped.append(children)
+        needed = False
+        if parent not in trace.ids:
+            current = trace.orphans.get(parent)
+            if item.before(current):
+                trace.orphans[parent] = item
+                needed = True
+                if current is not None:
+                    dropped.append(current)
+        if item.before(trace.earliest):
+            if trace.earliest is not None:
+                dropped.append(trace.earliest)
+            trace.earliest = item
+            needed = True
+        if dropped:
+            keep = trace.held()
+            for other in dropped:
+                if all(other is not h for h in keep):
+                    self._free(other)
+        return item if needed else None
+
+    def _free(self, item: _Held) -> None:
+        """A held span that can no longer carry the summary goes on: still in its message when it came
+        in this ``add`` call (not taken out yet), else on its own."""
+        if not item.held:
+            return  # dropped from two roles at once
+        item.held = False
+        if item.batch != self._batch:
+            self._loose.append((item.rs, item.ss, item.span))
+
+    @staticmethod
+    def _take_out(held: list[_Held]) -> None:
+        """Take the spans held from this ``add`` call out of their messages (each keeps its own copy),
+        so that the rest of each message goes on as it is."""
+        by_scope: dict[int, tuple[ResourceSpans, ScopeSpans, list[int]]] = {}
+        for item in held:
+            entry = by_scope.get(id(item.ss))
+            if entry is None:
+                entry = by_scope[id(item.ss)] = (item.rs, item.ss, [])
+            entry[2].append(item.index)
+        emptied: dict[int, ResourceSpans] = {}
+        for rs, ss, indexes in by_scope.values():
+            for index in sorted(indexes, reverse=True):
+                del ss.spans[index]
+            if not ss.spans:
+                emptied[id(rs)] = rs
+        for rs in emptied.values():
+            for i in reversed(range(len(rs.scope_spans))):
+                if not rs.scope_spans[i].spans:
+                    del rs.scope_spans[i]
 
     def release(self, now_ns: int, flush: bool = False) -> RollupOutput:
-        items, self._late = self._late, []
+        spans, self._whole = self._whole, []
+        items, self._loose = self._loose, []
         requests = []
         settle, idle = self.settings.settle_ns, self.settings.idle_timeout_ns
         overflow = len(self._traces) - self.settings.max_traces
-        resources: dict[int, dict] = {}  # parsed resources, shared by the traces released together
         for trace_id in list(self._traces):
             trace = self._traces[trace_id]
             quiet = now_ns - trace.last_seen_ns
             forced = flush or overflow > 0
             if quiet < settle and not forced:
                 break  # ordered by last seen: every later trace arrived more recently still
-            if not (forced or trace.has_root or quiet >= idle):
+            if not (forced or trace.root is not None or quiet >= idle):
                 continue  # no root yet: give it until the idle timeout
             overflow -= 1
             del self._traces[trace_id]
             self._remember(trace_id)
-            requests.append(_summarise(trace_id, trace.items, resources))
-            items.extend(item[:3] for item in trace.items)
-        return RollupOutput(spans=regroup_spans(items), requests=requests)
+            carrier = trace.carrier()
+            requests.append(_summarise(trace_id, trace, carrier))
+            items.extend((h.rs, h.ss, h.span) for h in trace.held())
+        return RollupOutput(spans=spans + regroup_spans(items), requests=requests)
 
     def _remember(self, trace_id: bytes) -> None:
         self._completed[trace_id] = None
@@ -147,95 +305,44 @@ class RequestRollup:
             self._completed.popitem(last=False)
 
 
-def _root(items: list[_Item]) -> Span:
-    """The trace's root: a span without parent, else the earliest whose parent never came."""
-    spans = [item[2] for item in items]
-    for span in spans:
-        if not span.parent_span_id:
-            return span
-    ids = {span.span_id for span in spans}
-    orphans = [span for span in spans if span.parent_span_id not in ids] or spans
-    return min(orphans, key=lambda s: s.start_time_unix_nano)
-
-
-def _summarise(trace_id: bytes, items: list[_Item],
-               resources: dict[int, dict]) -> RequestSummary:
-    energy = operational = embodied = input_tokens = output_tokens = 0.0
-    by_phase: dict[str, float] = {}
-    by_phase_energy: dict[str, float] = {}
-    by_region: dict[str, float] = {}
-    quality: str | None = None
-    model = None
-    route: list[tuple[int, str]] = []
-    for rs, _, span, known in items:
-        attrs = known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS)
-        resource = resources.get(id(rs))
-        if resource is None:
-            resource = resources[id(rs)] = attributes_to_dict(rs.resource.attributes)
-        model = model or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
-        phase = attrs.get(semconv.CARBON_PHASE)
-        if phase in _ROUTE_PHASES:
-            where = f"{resource.get(semconv.SERVICE_NAME, '?')}@{resource.get(semconv.CLOUD_REGION, '?')}"
-            route.append((span.start_time_unix_nano, where))
-        if phase == semconv.PHASE_PREFILL:
-            input_tokens += as_float(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)) or 0.0
-        if phase == semconv.PHASE_DECODE:
-            output_tokens += as_float(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0.0
-        span_quality = attrs.get(semconv.CARBON_QUALITY)
-        if span_quality is None:
-            continue  # not priced: a router's span, or one without GPUs
-        if phase in semconv.COMPUTE_PHASES:
-            quality = semconv.worse_quality(quality, span_quality)
-        span_energy = as_float(attrs.get(semconv.CARBON_ENERGY_JOULES)) or 0.0
-        span_operational = as_float(attrs.get(semconv.CARBON_OPERATIONAL_GCO2E)) or 0.0
-        span_embodied = as_float(attrs.get(semconv.CARBON_EMBODIED_GCO2E)) or 0.0
-        energy += span_energy
-        operational += span_operational
-        embodied += span_embodied
-        if phase:
-            by_phase[phase] = by_phase.get(phase, 0.0) + span_operational + span_embodied
-            by_phase_energy[phase] = by_phase_energy.get(phase, 0.0) + span_energy
-        region = resource.get(semconv.CLOUD_REGION)
-        if region:
-            by_region[region] = by_region.get(region, 0.0) + span_operational + span_embodied
+def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary:
     route_names: list[str] = []
-    for _, where in sorted(route):
+    for _, where in sorted(trace.route):
         if not route_names or route_names[-1] != where:
             route_names.append(where)
-    root = _root(items)
-    root_resource = next(resources[id(rs)] for rs, _, s, _ in items if s is root)
+    energy, operational, embodied, quality = trace.energy, trace.operational, trace.embodied, trace.quality
     summary = RequestSummary(
         trace_id=trace_id,
-        model=model,
-        service_name=root_resource.get(semconv.SERVICE_NAME),
+        model=trace.model,
+        service_name=carrier.resource.get(semconv.SERVICE_NAME),
         route=">".join(route_names),
         energy_j=energy,
         operational_g=operational,
         embodied_g=embodied,
         total_g=operational + embodied,
-        by_phase=by_phase,
-        by_region=by_region,
+        by_phase=trace.by_phase,
+        by_region=trace.by_region,
         quality=quality,
-        span_count=len(items),
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
+        span_count=trace.count,
+        input_tokens=trace.input_tokens,
+        output_tokens=trace.output_tokens,
     )
     values: dict = {
         semconv.CARBON_REQUEST_ENERGY_JOULES: energy,
         semconv.CARBON_REQUEST_OPERATIONAL_GCO2E: operational,
         semconv.CARBON_REQUEST_EMBODIED_GCO2E: embodied,
         semconv.CARBON_REQUEST_TOTAL_GCO2E: operational + embodied,
-        semconv.CARBON_REQUEST_SPAN_COUNT: len(items),
+        semconv.CARBON_REQUEST_SPAN_COUNT: trace.count,
         semconv.CARBON_REQUEST_ROUTE: summary.route,
     }
     if quality is not None:
         values[semconv.CARBON_REQUEST_QUALITY] = quality
-    for phase, grams in by_phase.items():
+    for phase, grams in trace.by_phase.items():
         values[semconv.request_phase_gco2e(phase)] = grams
-        values[semconv.request_phase_energy(phase)] = by_phase_energy[phase]
-    for region, grams in by_region.items():
+        values[semconv.request_phase_energy(phase)] = trace.by_phase_energy[phase]
+    for region, grams in trace.by_region.items():
         values[semconv.request_region_gco2e(region)] = grams
-    if get_attribute(root.attributes, semconv.GEN_AI_REQUEST_MODEL) is None and model:
-        values[semconv.GEN_AI_REQUEST_MODEL] = model
-    add_span_attributes(root, values)
+    if trace.model and get_attribute(carrier.span.attributes, semconv.GEN_AI_REQUEST_MODEL) is None:
+        values[semconv.GEN_AI_REQUEST_MODEL] = trace.model
+    add_span_attributes(carrier.span, values)
     return summary

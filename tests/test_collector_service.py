@@ -389,3 +389,23 @@ def test_tls_on_both_transports(tmp_path):
         assert sum(svc.router.spans_received.values()) == 3
     finally:
         svc.shutdown(5)
+
+
+def test_two_trace_pipelines_with_a_roll_up_each_get_every_span():
+    """The roll-up takes the root it holds out of the received message: the other pipeline's copy
+    must have been made before, or it would lose the root."""
+    pipeline = "{receivers: [otlp], processors: [carbon_rollup], exporters: [recording/%s]}"
+    text = CONFIG.replace("    traces: {receivers: [otlp], processors: [carbon, carbon_rollup, batch], "
+                          "exporters: [recording/traces, file]}",
+                          f"    traces: {pipeline % 'traces'}\n    traces/2: {pipeline % 'other'}"
+                          ).replace("  recording/metrics: {}", "  recording/metrics: {}\n  recording/other: {}")
+    svc = start_service(text)
+    request = _trace_request(2)
+    request.resource_spans[0].scope_spans[0].spans[1].parent_span_id = (1).to_bytes(8, "big")
+    assert _grpc_export(svc.addresses()["otlp/grpc"], request.SerializeToString()) is None
+    for name in ("recording/traces", "recording/other"):
+        spans = RecordingExporter.instances[name].wait_for_spans(2)
+        summaries = [attributes_to_dict(s.attributes).get(sc.CARBON_REQUEST_SPAN_COUNT) for _, s in spans]
+        assert sorted(s.span_id for _, s in spans) == [(1).to_bytes(8, "big"), (2).to_bytes(8, "big")]
+        assert summaries.count(2) == 1  # the root carries the roll-up of both spans
+    svc.shutdown(5)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import random
 
 import pytest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from otlp_data import SECOND, T0, SpanSpec, all_spans, spans
 
 from carbonspan.processors import semconv
@@ -42,7 +44,11 @@ def test_root_span_carries_the_request_totals_by_phase_and_region():
     trace, router, prefill, decode = disaggregated_request()
     rollup.add([router], T0)  # the router's span comes first: it needs no energy data
     rollup.add([prefill, decode], T0 + SECOND)
-    assert rollup.release(T0 + 2 * SECOND).requests == []  # not settled yet
+    early = rollup.release(T0 + 2 * SECOND)
+    assert early.requests == []  # not settled yet
+    # the children came after the root: they cannot carry the summary, so they go on at once, unchanged
+    assert sorted(s.name for _, s in all_spans(early.spans)) == sorted(
+        [semconv.PHASE_QUEUE, semconv.PHASE_PREFILL, semconv.PHASE_KV_TRANSFER, semconv.PHASE_DECODE])
     out = rollup.release(T0 + 3 * SECOND)
     (summary,) = out.requests
     root = next(attributes_to_dict(s.attributes) for _, s in all_spans(out.spans) if not s.parent_span_id)
@@ -60,7 +66,7 @@ def test_root_span_carries_the_request_totals_by_phase_and_region():
     assert root[semconv.CARBON_REQUEST_ROUTE] == "prefill@eu-north-1>decode@us-east-1"
     assert summary.trace_id == trace and summary.service_name == "router" and summary.model == "tiny-llama"
     assert (summary.input_tokens, summary.output_tokens) == (512, 128)
-    assert len(all_spans(out.spans)) == 5
+    assert len(all_spans(early.spans)) + len(all_spans(out.spans)) == 5
 
 
 def test_a_span_after_the_roll_up_is_late_counted_and_passed_on():
@@ -78,7 +84,11 @@ def test_a_trace_without_root_waits_for_the_idle_timeout_then_picks_the_earliest
     rollup = RequestRollup(RollupSettings(settle_ns=SECOND, idle_timeout_ns=10 * SECOND))
     _, _, prefill, decode = disaggregated_request()
     rollup.add([prefill, decode], T0)
-    assert rollup.release(T0 + 9 * SECOND).requests == []
+    early = rollup.release(T0 + 9 * SECOND)
+    assert early.requests == []
+    # siblings of the earliest orphan (same missing parent) can never carry the summary: they go on at once
+    assert sorted(s.name for _, s in all_spans(early.spans)) == sorted(
+        [semconv.PHASE_PREFILL, semconv.PHASE_KV_TRANSFER, semconv.PHASE_DECODE])
     out = rollup.release(T0 + 10 * SECOND)
     assert out.requests[0].total_g == pytest.approx(0.102)
     roots = [s for _, s in all_spans(out.spans)
@@ -94,3 +104,55 @@ def test_flush_rolls_up_everything_and_bounded_memory_rolls_up_the_oldest():
     assert len(rollup.release(T0).requests) == 2  # over the bound: the two oldest go early
     assert len(rollup.release(T0, flush=True).requests) == 1
     assert rollup.pending_traces == 0
+
+
+def _reference_carrier(trace: list[Span]) -> Span:
+    """The rule as written in the docs, over every span of the trace at once."""
+    for span in trace:
+        if not span.parent_span_id:
+            return span
+    ids = {span.span_id for span in trace}
+    orphans = [span for span in trace if span.parent_span_id not in ids] or trace
+    return min(orphans, key=lambda s: s.start_time_unix_nano)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_only_possible_carriers_are_held_and_the_summary_lands_where_the_rule_says(seed):
+    """Random traces (roots, missing parents, parents that come later, cycles, equal start times) in
+    random batches: every span comes out exactly once, and the summary is on the span that the rule
+    picks from the whole trace, though the roll-up held only the spans that could still be picked."""
+    rng = random.Random(seed)
+    traces: dict[bytes, list[Span]] = {}
+    sent = []
+    for t in range(8):
+        trace_id = bytes([t + 1]) * 16
+        ids = [bytes([t + 1, i + 1]) * 4 for i in range(rng.randrange(1, 7))]
+        for span_id in ids:
+            parent = rng.choice([b"", rng.choice(ids), bytes([t + 1, 99]) * 4, bytes([t + 1, 98]) * 4])
+            span = Span(trace_id=trace_id, span_id=span_id, parent_span_id=parent, name=span_id.hex(),
+                        start_time_unix_nano=rng.choice([1, 2, 3]))
+            traces.setdefault(trace_id, []).append(span)
+            sent.append(span)
+    rng.shuffle(sent)
+    arrival = {s.span_id: i for i, s in enumerate(sent)}
+    rollup = RequestRollup(RollupSettings(settle_ns=0, idle_timeout_ns=0))
+    out = []
+    while sent:
+        size = rng.randrange(1, 5)
+        chunk, sent = sent[:size], sent[size:]
+        rs = ResourceSpans()
+        rs.scope_spans.add().spans.extend(chunk)
+        rollup.add([rs], T0)
+        out += [s for _, s in all_spans(rollup.release(T0 - 1).spans)]  # nothing due yet: only spans passed on
+    held = [s for _, s in all_spans(rollup.release(T0, flush=True).spans)]
+    # held to the end: a trace's root, else at most the earliest child of each missing parent and the earliest span
+    assert len(held) <= sum(1 if any(not s.parent_span_id for s in trace) else
+                            len({s.parent_span_id for s in trace} - {s.span_id for s in trace}) + 1
+                            for trace in traces.values())
+    out += held
+    assert sorted(s.span_id for s in out) == sorted(s.span_id for trace in traces.values() for s in trace)
+    carriers = {s.trace_id: s.span_id for s in out if semconv.CARBON_REQUEST_TOTAL_GCO2E in
+                attributes_to_dict(s.attributes)}
+    for trace_id, trace in traces.items():
+        in_arrival = sorted(trace, key=lambda s: arrival[s.span_id])
+        assert carriers[trace_id] == _reference_carrier(in_arrival).span_id
