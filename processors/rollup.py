@@ -78,19 +78,40 @@ class RollupOutput:
     requests: list[RequestSummary]
 
 
+class _Origin:
+    """What the roll-up reads of a span's resource, once per message."""
+
+    __slots__ = ("service_name", "region", "where")
+
+    def __init__(self, rs: ResourceSpans) -> None:
+        resource = pick_attributes(rs.resource.attributes, _RESOURCE_INPUTS)
+        self.service_name = resource.get(semconv.SERVICE_NAME)
+        self.region = resource.get(semconv.CLOUD_REGION)
+        self.where = f"{resource.get(semconv.SERVICE_NAME, '?')}@{resource.get(semconv.CLOUD_REGION, '?')}"
+
+
 class _Held:
     """A span that may still carry its trace's summary. ``batch``: the ``add`` call it came in
     with; ``index``: its place in its ScopeSpans then (taken out at the end of that call)."""
 
-    __slots__ = ("start", "seq", "rs", "ss", "span", "resource", "batch", "index", "held")
+    __slots__ = ("start", "seq", "parent", "rs", "ss", "span", "origin", "batch", "index", "held")
 
-    def __init__(self, start: int, seq: int, rs: ResourceSpans, ss: ScopeSpans, span: Span, resource: dict,
-                 batch: int, index: int) -> None:
-        self.start, self.seq, self.rs, self.ss, self.span = start, seq, rs, ss, span
-        self.resource, self.batch, self.index, self.held = resource, batch, index, True
+    def __init__(self, start: int, seq: int, parent: bytes, rs: ResourceSpans, ss: ScopeSpans, span: Span,
+                 origin: _Origin, batch: int, index: int) -> None:
+        self.start, self.seq, self.parent, self.rs, self.ss, self.span = start, seq, parent, rs, ss, span
+        self.origin, self.batch, self.index, self.held = origin, batch, index, True
 
-    def before(self, other: _Held | None) -> bool:
-        return other is None or self.start < other.start  # ties: the one that came first
+
+_PHASE, _MODEL, _QUALITY = semconv.CARBON_PHASE, semconv.GEN_AI_REQUEST_MODEL, semconv.CARBON_QUALITY
+_INPUT, _OUTPUT = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS
+_ENERGY, _OPERATIONAL, _EMBODIED = (semconv.CARBON_ENERGY_JOULES, semconv.CARBON_OPERATIONAL_GCO2E,
+                                    semconv.CARBON_EMBODIED_GCO2E)
+_PREFILL, _DECODE, _COMPUTE = semconv.PHASE_PREFILL, semconv.PHASE_DECODE, semconv.COMPUTE_PHASES
+
+
+def _number(value) -> float:
+    """``as_float(value) or 0.0``, without the call for the floats the join hands over."""
+    return (value or 0.0) if type(value) is float else (as_float(value) or 0.0)
 
 
 class _Trace:
@@ -99,7 +120,7 @@ class _Trace:
 
     __slots__ = ("count", "energy", "operational", "embodied", "input_tokens", "output_tokens", "by_phase",
                  "by_phase_energy", "by_region", "quality", "model", "route", "root", "ids", "orphans",
-                 "earliest", "last_seen_ns")
+                 "earliest", "last_seen_ns", "touched")
 
     def __init__(self) -> None:
         self.count = 0
@@ -115,41 +136,47 @@ class _Trace:
         self.orphans: dict[bytes, _Held] = {}  # missing parent id -> the earliest of its children
         self.earliest: _Held | None = None
         self.last_seen_ns = 0
+        self.touched = 0  # order of the last span's arrival over all traces
 
-    def sum(self, attrs: Mapping, resource: Mapping, start: int) -> None:
+    def sum(self, attrs: Mapping, origin: _Origin, start: int) -> None:
         self.count += 1
-        self.model = self.model or attrs.get(semconv.GEN_AI_REQUEST_MODEL)
-        phase = attrs.get(semconv.CARBON_PHASE)
+        get = attrs.get
+        if not self.model:
+            self.model = get(_MODEL)
+        phase = get(_PHASE)
         if phase in _ROUTE_PHASES:
-            where = f"{resource.get(semconv.SERVICE_NAME, '?')}@{resource.get(semconv.CLOUD_REGION, '?')}"
-            self.route.append((start, where))
-        if phase == semconv.PHASE_PREFILL:
-            self.input_tokens += as_float(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS)) or 0.0
-        if phase == semconv.PHASE_DECODE:
-            self.output_tokens += as_float(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)) or 0.0
-        span_quality = attrs.get(semconv.CARBON_QUALITY)
+            self.route.append((start, origin.where))
+        if phase == _PREFILL:
+            self.input_tokens += as_float(get(_INPUT)) or 0.0
+        elif phase == _DECODE:
+            self.output_tokens += as_float(get(_OUTPUT)) or 0.0
+        span_quality = get(_QUALITY)
         if span_quality is None:
             return  # not priced: a router's span, or one without GPUs
-        if phase in semconv.COMPUTE_PHASES:
+        if phase in _COMPUTE:
             self.quality = semconv.worse_quality(self.quality, span_quality)
-        span_energy = as_float(attrs.get(semconv.CARBON_ENERGY_JOULES)) or 0.0
-        span_operational = as_float(attrs.get(semconv.CARBON_OPERATIONAL_GCO2E)) or 0.0
-        span_embodied = as_float(attrs.get(semconv.CARBON_EMBODIED_GCO2E)) or 0.0
+        span_energy = _number(get(_ENERGY))
+        span_operational = _number(get(_OPERATIONAL))
+        span_embodied = _number(get(_EMBODIED))
         self.energy += span_energy
         self.operational += span_operational
         self.embodied += span_embodied
         if phase:
-            self.by_phase[phase] = self.by_phase.get(phase, 0.0) + span_operational + span_embodied
+            by_phase = self.by_phase
+            by_phase[phase] = by_phase.get(phase, 0.0) + span_operational + span_embodied
             self.by_phase_energy[phase] = self.by_phase_energy.get(phase, 0.0) + span_energy
-        region = resource.get(semconv.CLOUD_REGION)
+        region = origin.region
         if region:
             self.by_region[region] = self.by_region.get(region, 0.0) + span_operational + span_embodied
+
+    def needs(self, item: _Held) -> bool:
+        return item is self.root or item is self.earliest or self.orphans.get(item.parent) is item
 
     def held(self) -> list[_Held]:
         if self.root is not None:
             return [self.root]
         held = list(self.orphans.values())
-        if self.earliest is not None and all(h is not self.earliest for h in held):
+        if self.earliest is not None and self.orphans.get(self.earliest.parent) is not self.earliest:
             held.append(self.earliest)
         return held
 
@@ -166,7 +193,10 @@ class _Trace:
 class RequestRollup:
     def __init__(self, settings: RollupSettings | None = None) -> None:
         self.settings = settings or RollupSettings()
-        self._traces: OrderedDict[bytes, _Trace] = OrderedDict()  # least recently seen first
+        # open traces by whether their root has come (each waits for a different quiet time), least recently seen first
+        self._rooted: OrderedDict[bytes, _Trace] = OrderedDict()
+        self._rootless: OrderedDict[bytes, _Trace] = OrderedDict()
+        self._touches = 0
         self._completed: OrderedDict[bytes, None] = OrderedDict()
         self._whole: list[ResourceSpans] = []  # messages that go on as they came (held spans taken out)
         self._loose: list[tuple[ResourceSpans, ScopeSpans, Span]] = []  # held spans that need not be any more
@@ -175,7 +205,7 @@ class RequestRollup:
 
     @property
     def pending_traces(self) -> int:
-        return len(self._traces)
+        return len(self._rooted) + len(self._rootless)
 
     def add(self, resource_spans: Iterable[ResourceSpans], now_ns: int,
             figures: Mapping[tuple[bytes, bytes], dict] | None = None) -> None:
@@ -185,67 +215,70 @@ class RequestRollup:
         self._batch += 1
         batch = list(resource_spans)
         new: list[_Held] = []
+        completed = self._completed
         for rs in batch:
-            resource = pick_attributes(rs.resource.attributes, _RESOURCE_INPUTS)
+            origin = _Origin(rs)
             for ss in rs.scope_spans:
                 for index, span in enumerate(ss.spans):
                     trace_id = span.trace_id
-                    if trace_id in self._completed:
+                    if trace_id in completed:
                         self.late_spans += 1
                         continue
                     known = figures.get((trace_id, span.span_id)) if figures else None
-                    held = self._add(rs, ss, span, index, trace_id, resource, known, now_ns)
+                    held = self._add(rs, ss, span, index, trace_id, origin, known, now_ns)
                     if held is not None:
                         new.append(held)
         self._take_out([h for h in new if h.held])
         self._whole += [rs for rs in batch if any(ss.spans for ss in rs.scope_spans)]
 
-    def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, index: int, trace_id: bytes, resource: dict,
+    def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, index: int, trace_id: bytes, origin: _Origin,
              known: dict | None, now_ns: int) -> _Held | None:
         """Sum the span into its trace; the span as held, or None where it need not be."""
-        trace = self._traces.get(trace_id)
-        if trace is None:
-            trace = self._traces[trace_id] = _Trace()
+        trace = self._rooted.get(trace_id)
+        if trace is not None:
+            self._rooted.move_to_end(trace_id)
         else:
-            self._traces.move_to_end(trace_id)
+            trace = self._rootless.get(trace_id)
+            if trace is None:
+                trace = self._rootless[trace_id] = _Trace()
+            else:
+                self._rootless.move_to_end(trace_id)
         trace.last_seen_ns = now_ns
+        self._touches += 1
+        trace.touched = self._touches
         start = span.start_time_unix_nano
         seq = trace.count
-        trace.sum(known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS), resource, start)
+        trace.sum(known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS), origin, start)
         if trace.root is not None:
             return None
-        item = _Held(start, seq, rs, ss, span, resource, self._batch, index)
         parent = span.parent_span_id
         if not parent:
+            item = _Held(start, seq, parent, rs, ss, span, origin, self._batch, index)
             for other in trace.held():
                 self._free(other)
             trace.root, trace.ids, trace.orphans, trace.earliest = item, set(), {}, None
+            self._rooted[trace_id] = self._rootless.pop(trace_id)
             return item
-        dropped = []
         span_id = span.span_id
         trace.ids.add(span_id)
-        children = trace.orphans.pop(span_id, None)  # their parent came: no longer orphans
-        if children is not None:
-            dropped.append(children)
-        needed = False
-        if parent not in trace.ids:
-            current = trace.orphans.get(parent)
-            if item.before(current):
+        dropped = trace.orphans.pop(span_id, None)  # their parent came: no longer orphans
+        is_orphan = parent not in trace.ids
+        orphan = trace.orphans.get(parent) if is_orphan else None
+        earliest = trace.earliest
+        # ties: the one that came first stays
+        first_orphan = is_orphan and (orphan is None or start < orphan.start)
+        first = earliest is None or start < earliest.start
+        item = None
+        if first_orphan or first:
+            item = _Held(start, seq, parent, rs, ss, span, origin, self._batch, index)
+            if first_orphan:
                 trace.orphans[parent] = item
-                needed = True
-                if current is not None:
-                    dropped.append(current)
-        if item.before(trace.earliest):
-            if trace.earliest is not None:
-                dropped.append(trace.earliest)
-            trace.earliest = item
-            needed = True
-        if dropped:
-            keep = trace.held()
-            for other in dropped:
-                if all(other is not h for h in keep):
-                    self._free(other)
-        return item if needed else None
+            if first:
+                trace.earliest = item
+        for other in (dropped, orphan if first_orphan else None, earliest if first else None):
+            if other and not trace.needs(other):
+                self._free(other)
+        return item
 
     def _free(self, item: _Held) -> None:
         """A held span that can no longer carry the summary goes on: still in its message when it came
@@ -280,22 +313,29 @@ class RequestRollup:
     def release(self, now_ns: int, flush: bool = False) -> RollupOutput:
         spans, self._whole = self._whole, []
         items, self._loose = self._loose, []
-        requests = []
-        settle, idle = self.settings.settle_ns, self.settings.idle_timeout_ns
-        overflow = len(self._traces) - self.settings.max_traces
-        for trace_id in list(self._traces):
-            trace = self._traces[trace_id]
-            quiet = now_ns - trace.last_seen_ns
-            forced = flush or overflow > 0
-            if quiet < settle and not forced:
-                break  # ordered by last seen: every later trace arrived more recently still
-            if not (forced or trace.root is not None or quiet >= idle):
-                continue  # no root yet: give it until the idle timeout
+        due: list[tuple[int, bytes, _Trace]] = []
+        overflow = len(self._rooted) + len(self._rootless) - self.settings.max_traces
+        while overflow > 0 or flush:  # beyond the bound (or at a flush) the least recently seen go first
+            oldest = [d for d in (self._rooted, self._rootless) if d]
+            if not oldest:
+                break
+            traces = min(oldest, key=lambda d: next(iter(d.values())).touched)
+            trace_id, trace = traces.popitem(last=False)
+            due.append((trace.touched, trace_id, trace))
             overflow -= 1
-            del self._traces[trace_id]
+        waits = ((self._rooted, self.settings.settle_ns), (self._rootless, self.settings.idle_timeout_ns))
+        for traces, quiet_ns in waits:
+            while traces:
+                trace_id, trace = next(iter(traces.items()))
+                if now_ns - trace.last_seen_ns < quiet_ns:
+                    break  # ordered by last seen: every later trace arrived more recently still
+                del traces[trace_id]
+                due.append((trace.touched, trace_id, trace))
+        due.sort(key=lambda d: d[0])
+        requests = []
+        for _, trace_id, trace in due:
             self._remember(trace_id)
-            carrier = trace.carrier()
-            requests.append(_summarise(trace_id, trace, carrier))
+            requests.append(_summarise(trace_id, trace, trace.carrier()))
             items.extend((h.rs, h.ss, h.span) for h in trace.held())
         return RollupOutput(spans=spans + regroup_spans(items), requests=requests)
 
@@ -314,7 +354,7 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
     summary = RequestSummary(
         trace_id=trace_id,
         model=trace.model,
-        service_name=carrier.resource.get(semconv.SERVICE_NAME),
+        service_name=carrier.origin.service_name,
         route=">".join(route_names),
         energy_j=energy,
         operational_g=operational,
