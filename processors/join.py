@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
@@ -23,8 +23,8 @@ from carbonspan.processors.attribution import (
     POLICIES,
     POLICY_LOAD_METRIC,
     POLICY_TOKENS,
-    CutCache,
     GpuAttribution,
+    WindowPricer,
     attribute_estimated,
     attribute_measured,
 )
@@ -39,6 +39,7 @@ from carbonspan.processors.otlp import (
     as_float,
     attributes_to_dict,
 )
+from carbonspan.processors.series import CumulativeSeries
 from carbonspan.processors.telemetry import IngestStats, Telemetry
 
 IDLE_REPORT = "report"
@@ -146,6 +147,8 @@ class _Pending:
     scope_spans: ScopeSpans
     deadline_ns: int
     inputs: dict  # the span attributes the join reads, read once on arrival
+    start_ns: int = 0
+    end_ns: int = 0
     fresh: bool = True  # none of the attributes the join writes is on the span yet
     released: bool = False
 
@@ -168,16 +171,15 @@ class CarbonJoin:
         self._observations: dict[tuple, list[float]] = {}
         self._grid: dict[tuple, GridReadingRow] = {}
         self.spans_flagged = 0
-        # Memos of what depends only on the telemetry, shared by the spans of one release; cleared
-        # whenever metrics arrive (new samples, models, workers).
-        self._cuts: dict[str, CutCache] = {}
-        self._rates: dict[tuple, list[float] | None] = {}
+        # What depends only on the telemetry: the idle power memo is cleared whenever metrics
+        # arrive (new models); the pricers, with the stretch of each GPU's data that the spans of
+        # one release cover, live for that release.
         self._idle: dict[str, float | None] = {}
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._pricers: dict[str, WindowPricer | None] = {}
 
     # ------------------------------------------------------------------ input
     def add_metrics(self, resource_metrics: Iterable[ResourceMetrics]) -> IngestStats:
-        self._cuts.clear()
-        self._rates.clear()
         self._idle.clear()
         return self.telemetry.add(resource_metrics)
 
@@ -190,7 +192,8 @@ class CarbonJoin:
                 ss = ScopeSpans(scope=src_ss.scope, schema_url=src_ss.schema_url)
                 for span in src_ss.spans:
                     inputs, fresh = _read_inputs(span) if node is not None else ({}, True)
-                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs, fresh)
+                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs,
+                                       span.start_time_unix_nano, span.end_time_unix_nano, fresh)
                     count += 1
                     self._pending += 1
                     if node is None or inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
@@ -222,6 +225,7 @@ class CarbonJoin:
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
             out.append(heapq.heappop(self._by_deadline)[2])
         self.ledger.advance(self.telemetry, self._load_metric, self._idle_watts)  # idle amortisation reads it
+        self._plan_windows(out)
         groups = SpanGroups()
         for pending in out:
             if pending.released:
@@ -232,6 +236,8 @@ class CarbonJoin:
             pending.span = b""  # the heaps may still reference the entry until they are compacted
             if pending.node is not None:
                 self._enrich(span, pending.node, pending.inputs, pending.fresh, figures)
+        self._windows.clear()
+        self._pricers.clear()
         self._compact()
         return groups.out
 
@@ -249,6 +255,21 @@ class CarbonJoin:
         return drained
 
     # ------------------------------------------------------------------ internals
+    def _plan_windows(self, releasing: list[_Pending]) -> None:
+        """The stretch of each GPU's data that the compute spans about to be released cover: one
+        ``WindowPricer`` per GPU then prices them all."""
+        windows = self._windows
+        for pending in releasing:
+            node = pending.node
+            if node is None or pending.released:
+                continue
+            if pending.inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
+                continue
+            a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
+            for gpu_id in node.gpu_ids:
+                known = windows.get(gpu_id)
+                windows[gpu_id] = (a, b) if known is None else (min(known[0], a), max(known[1], b))
+
     def _compact(self) -> None:
         """Drop heap entries of spans already released through the other heap."""
         if len(self._by_deadline) > 2 * self._pending + 1024:
@@ -312,42 +333,38 @@ class CarbonJoin:
             self._idle[key] = profile.idle_w if profile else None
         return self._idle[key]
 
+    def _pricer(self, gpu_id: str, series: CumulativeSeries, node: NodeContext) -> WindowPricer | None:
+        if gpu_id not in self._pricers:
+            window = self._windows.get(gpu_id)
+            self._pricers[gpu_id] = None if window is None else WindowPricer(
+                series, *self._load_access(gpu_id), *window, self.settings.gap_ns, self._idle_watts(gpu_id, node),
+                functools.partial(self.telemetry.phase_token_rates, gpu_id))
+        return self._pricers[gpu_id]
+
+    def _load_access(self, gpu_id: str) -> tuple[Callable[[list[int]], list[float] | None],
+                                                  Callable[[int, int], list[int]]]:
+        """The GPU's load curve and load points, for the policy's load metric."""
+        return (functools.partial(self.telemetry.load_at, gpu_id, self._load_metric),
+                functools.partial(self.telemetry.load_breakpoints, gpu_id, self._load_metric))
+
     def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float,
                    phase: str) -> GpuAttribution:
         info = self.telemetry.gpus.get(gpu_id)
         series = info.series if info else None
-        metric = self._load_metric
-        telemetry = self.telemetry
-        rates = self._rates
-
-        def load(times: list[int]) -> list[float] | None:
-            return telemetry.load_at(gpu_id, metric, times)
-
         if series is not None and len(series) >= 2:
-            def breakpoints(lo: int, hi: int) -> list[int]:
-                return telemetry.load_breakpoints(gpu_id, metric, lo, hi)
-
-            def phase_rate(times: list[int]) -> list[float] | None:
-                key = (gpu_id, phase, *times)
-                if key not in rates:
-                    rates[key] = compute_rate(times)
-                return rates[key]
-
-            def compute_rate(times: list[int]) -> list[float] | None:
-                tokens = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_TOKENS, times, phase)
-                seconds = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_REQUEST_TIME, times, phase)
-                if tokens is None or seconds is None:
-                    return None
-                return [(tokens[i + 1] - tokens[i]) / (seconds[i + 1] - seconds[i])
-                        if seconds[i + 1] > seconds[i] else 0.0 for i in range(len(times) - 1)]
-
             # the time policy's measure (seconds) accrues evenly over the span: no rate needed
-            rate = phase_rate if self.settings.policy == POLICY_TOKENS else None
-            return attribute_measured(series, load, breakpoints, a, b, measure, self.settings.gap_ns,
-                                      self._idle_watts(gpu_id, node), rate, self._cuts.setdefault(gpu_id, {}))
+            rate_phase = phase if self.settings.policy == POLICY_TOKENS else None
+            pricer = self._pricer(gpu_id, series, node)
+            priced = pricer.price(a, b, measure, rate_phase) if pricer is not None else None
+            if priced is not None:
+                return priced
+            rate = functools.partial(self.telemetry.phase_token_rates, gpu_id, phase) if rate_phase else None
+            return attribute_measured(series, *self._load_access(gpu_id), a, b, measure, self.settings.gap_ns,
+                                      self._idle_watts(gpu_id, node), rate)
         profile = power_profile(self._gpu_model(gpu_id, node) or "")
         if profile is not None:
             # Documented assumption: a GPU serving requests draws midway between idle and max.
+            load = functools.partial(self.telemetry.load_at, gpu_id, self._load_metric)
             return attribute_estimated((profile.idle_w + profile.max_w) / 2, load, a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
