@@ -38,6 +38,7 @@ from carbonspan.processors.otlp import (
     any_value_to_python,
     as_float,
     attributes_to_dict,
+    encode_span_attributes,
 )
 from carbonspan.processors.series import CumulativeSeries
 from carbonspan.processors.telemetry import IngestStats, Telemetry
@@ -48,7 +49,6 @@ IDLE_POLICIES = (IDLE_REPORT, IDLE_AMORTIZE)
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 J_PER_KWH = 3.6e6
 #: the tokens a span computed, where it does not say so in carbon.tokens.
-_normalized_model = functools.lru_cache(maxsize=4096)(normalize_gpu_model)
 _DEFAULT_TOKENS_ATTRIBUTE = {
     semconv.PHASE_PREFILL: semconv.GEN_AI_USAGE_INPUT_TOKENS,
     semconv.PHASE_DECODE: semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
@@ -99,6 +99,16 @@ class JoinSettings:
             raise ValueError(f"idle must be one of {', '.join(IDLE_POLICIES)}, got {self.idle!r}")
         if self.deadline_ns < 0 or self.retention_ns <= 0 or self.gap_ns <= 0:
             raise ValueError("deadline must be >= 0, retention and gap > 0")
+
+
+@dataclass(frozen=True, slots=True)
+class GpuFacts:
+    model: str | None  # canonical name, or None where nothing names it
+    idle_w: float | None
+    #: without energy data: a GPU serving requests is taken to draw midway between idle and max (documented)
+    estimated_w: float | None
+    embodied_g_per_s: float | None  # embodied gCO2e amortised per second of its service life
+    embodied_source: str  # the figure's source, or why there is none
 
 
 @dataclass(frozen=True)
@@ -171,16 +181,17 @@ class CarbonJoin:
         self._observations: dict[tuple, list[float]] = {}
         self._grid: dict[tuple, GridReadingRow] = {}
         self.spans_flagged = 0
-        # What depends only on the telemetry: the idle power memo is cleared whenever metrics
-        # arrive (new models); the pricers, with the stretch of each GPU's data that the spans of
+        # What depends only on the telemetry: what is known of each GPU is cleared whenever metrics
+        # arrive (they may name its model); the pricers, with the stretch of each GPU's data that the spans of
         # one release cover, live for that release.
-        self._idle: dict[str, float | None] = {}
+        self._facts: dict[tuple[str, str | None], GpuFacts] = {}
+        self._unpriced: dict[tuple[NodeContext, IntensityReading], tuple[dict, bytes]] = {}
         self._windows: dict[str, tuple[int, int]] = {}
         self._pricers: dict[str, WindowPricer | None] = {}
 
     # ------------------------------------------------------------------ input
     def add_metrics(self, resource_metrics: Iterable[ResourceMetrics]) -> IngestStats:
-        self._idle.clear()
+        self._facts.clear()
         return self.telemetry.add(resource_metrics)
 
     def add_spans(self, resource_spans: Iterable[ResourceSpans], now_ns: int) -> int:
@@ -321,17 +332,29 @@ class CarbonJoin:
             tokens = as_float(attrs.get(fallback))
         return max(tokens or 0.0, 0.0)
 
-    def _gpu_model(self, gpu_id: str, node: NodeContext | None) -> str | None:
-        info = self.telemetry.gpus.get(gpu_id)
-        name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or (node and node.gpu_model)
-        return _normalized_model(name) if name else None
+    def _gpu_facts(self, gpu_id: str, node: NodeContext | None = None) -> GpuFacts:
+        """The GPU's model and the figures that follow from it; the node's resource may name the model."""
+        key = (gpu_id, node.gpu_model if node is not None else None)
+        facts = self._facts.get(key)
+        if facts is None:
+            info = self.telemetry.gpus.get(gpu_id)
+            name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or (node and node.gpu_model)
+            model = normalize_gpu_model(name) if name else None
+            profile = power_profile(model or "")
+            figure = self.facility.embodied(model)
+            facts = self._facts[key] = GpuFacts(
+                model=model,
+                idle_w=profile.idle_w if profile else None,
+                estimated_w=(profile.idle_w + profile.max_w) / 2 if profile else None,
+                embodied_g_per_s=(figure.kgco2e * 1000.0 / (figure.lifetime_years * SECONDS_PER_YEAR)
+                                  if figure is not None else None),
+                embodied_source=(figure.source if figure is not None
+                                 else f"none: no embodied figure for {model or 'an unknown GPU model'}"),
+            )
+        return facts
 
     def _idle_watts(self, gpu_id: str, node: NodeContext | None = None) -> float | None:
-        key = gpu_id if node is None else f"{gpu_id}\0{node.gpu_model}"  # the node may name the model
-        if key not in self._idle:
-            profile = power_profile(self._gpu_model(gpu_id, node) or "")
-            self._idle[key] = profile.idle_w if profile else None
-        return self._idle[key]
+        return self._gpu_facts(gpu_id, node).idle_w
 
     def _pricer(self, gpu_id: str, series: CumulativeSeries, node: NodeContext) -> WindowPricer | None:
         if gpu_id not in self._pricers:
@@ -361,41 +384,77 @@ class CarbonJoin:
             rate = functools.partial(self.telemetry.phase_token_rates, gpu_id, phase) if rate_phase else None
             return attribute_measured(series, *self._load_access(gpu_id), a, b, measure, self.settings.gap_ns,
                                       self._idle_watts(gpu_id, node), rate)
-        profile = power_profile(self._gpu_model(gpu_id, node) or "")
-        if profile is not None:
-            # Documented assumption: a GPU serving requests draws midway between idle and max.
+        estimated_w = self._gpu_facts(gpu_id, node).estimated_w
+        if estimated_w is not None:
             load = functools.partial(self.telemetry.load_at, gpu_id, self._load_metric)
-            return attribute_estimated((profile.idle_w + profile.max_w) / 2, load, a, b, measure)
+            return attribute_estimated(estimated_w, load, a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
     def _enrich(self, span: Span, node: NodeContext, attrs: dict, fresh: bool, figures: SpanFigures | None) -> None:
         a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
         phase = attrs.get(semconv.CARBON_PHASE)
-        compute = phase in semconv.COMPUTE_PHASES
-        tokens = self._tokens(attrs, phase) if compute else 0.0
+        reading = self._intensity(node.location, (a + b) // 2)
+        if phase in semconv.COMPUTE_PHASES:
+            tokens = self._tokens(attrs, phase)
+            energy, idle, embodied, quality, embodied_source = self._price(node, phase, a, b, tokens)
+            values = self._output(node, reading, (a + b) // 2, energy, idle, embodied, quality, embodied_source)
+            add_span_attributes(span, values, fresh)
+        else:  # the same attributes for every such span of the node while the grid reading holds
+            tokens = energy = embodied = 0.0
+            quality = semconv.QUALITY_MEASURED
+            values, encoded = self._unpriced_output(node, reading, (a + b) // 2)
+            if fresh:
+                span.MergeFromString(encoded)
+            else:
+                add_span_attributes(span, values)
+        operational = values[semconv.CARBON_OPERATIONAL_GCO2E]
+        if figures is not None:
+            # what a roll-up sums, and no more: it keeps these until the span's trace is complete
+            figures[(span.trace_id, span.span_id)] = {
+                semconv.CARBON_PHASE: phase, semconv.GEN_AI_REQUEST_MODEL: attrs.get(semconv.GEN_AI_REQUEST_MODEL),
+                semconv.GEN_AI_USAGE_INPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
+                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
+        if quality != semconv.QUALITY_MEASURED:
+            self.spans_flagged += 1
+        if phase in semconv.COMPUTE_PHASES:
+            key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
+                   node.service_name)
+            sums = self._observations.get(key)
+            if sums is None:
+                if len(self._observations) >= self.settings.max_observations:
+                    return  # bounded: label sets are few, but never trust input
+                sums = self._observations[key] = [0.0, 0.0, 0.0]
+            sums[0] += energy
+            sums[1] += operational + embodied
+            sums[2] += tokens
+
+    def _price(self, node: NodeContext, phase: str, a: int, b: int, tokens: float
+               ) -> tuple[float, float, float, str, str | None]:
+        """A compute span's energy (idle share included), idle share, embodied gCO2e, quality and
+        embodied sources, summed over its GPUs."""
         measure = tokens if self.settings.policy == POLICY_TOKENS else (b - a) * 1e-9
         energy = embodied = idle = 0.0
         quality = semconv.QUALITY_MEASURED
         embodied_sources: set[str] = set()
         for gpu_id in node.gpu_ids:
-            if not compute:
-                break
             result = self._attribute(gpu_id, node, a, b, measure, phase)
             energy += result.energy_j
             quality = semconv.worse_quality(quality, result.quality)
-            model = self._gpu_model(gpu_id, node)
-            figure = self.facility.embodied(model)
-            if figure is not None:
-                embodied += figure.kgco2e * 1000.0 / (figure.lifetime_years * SECONDS_PER_YEAR) * result.gpu_seconds
-                embodied_sources.add(figure.source)
-            else:
-                embodied_sources.add(f"none: no embodied figure for {model or 'an unknown GPU model'}")
+            facts = self._gpu_facts(gpu_id, node)
+            if facts.embodied_g_per_s is not None:
+                embodied += facts.embodied_g_per_s * result.gpu_seconds
+            embodied_sources.add(facts.embodied_source)
             if result.quality in (semconv.QUALITY_MEASURED, semconv.QUALITY_INTERPOLATED, semconv.QUALITY_EXTRAPOLATED):
                 if self.settings.idle == IDLE_AMORTIZE:
                     idle += result.energy_j * self.ledger.idle_per_busy_joule(gpu_id)
                 self.ledger.attribute(gpu_id, result.energy_j)
-        energy += idle
-        reading = self._intensity(node.location, (a + b) // 2)
+        return energy + idle, idle, embodied, quality, "; ".join(sorted(embodied_sources)) or None
+
+    def _output(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
+                embodied: float, quality: str, embodied_source: str | None) -> dict:
+        """The attributes the join writes on a span."""
         facility_j = energy * node.pue
         operational = facility_j / J_PER_KWH * reading.gco2e_per_kwh
         values: dict = {
@@ -411,36 +470,26 @@ class CarbonJoin:
         }
         if reading.zone:
             values[semconv.CARBON_GRID_ZONE] = reading.zone
-        if embodied_sources:
-            values[semconv.CARBON_EMBODIED_SOURCE] = "; ".join(sorted(embodied_sources))
+        if embodied_source:
+            values[semconv.CARBON_EMBODIED_SOURCE] = embodied_source
         if self.settings.idle == IDLE_AMORTIZE:
             values[semconv.CARBON_ENERGY_IDLE_JOULES] = idle
         for provider, region in self.settings.counterfactual_regions:
             pue, _ = self.facility.pue(provider, region)
-            other = self._intensity(GridLocation(provider, region, None), (a + b) // 2)
+            other = self._intensity(GridLocation(provider, region, None), time_ns)
             values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
-        add_span_attributes(span, values, fresh)
-        if figures is not None:
-            # what a roll-up sums, and no more: it keeps these until the span's trace is complete
-            figures[(span.trace_id, span.span_id)] = {
-                semconv.CARBON_PHASE: phase, semconv.GEN_AI_REQUEST_MODEL: attrs.get(semconv.GEN_AI_REQUEST_MODEL),
-                semconv.GEN_AI_USAGE_INPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
-                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
-                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
-                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
-        if quality != semconv.QUALITY_MEASURED:
-            self.spans_flagged += 1
-        if compute:
-            key = (phase, self._gpu_model(node.gpu_ids[0], node), node.location.provider, node.location.region,
-                   node.service_name)
-            sums = self._observations.get(key)
-            if sums is None:
-                if len(self._observations) >= self.settings.max_observations:
-                    return  # bounded: label sets are few, but never trust input
-                sums = self._observations[key] = [0.0, 0.0, 0.0]
-            sums[0] += energy
-            sums[1] += operational + embodied
-            sums[2] += tokens
+        return values
+
+    def _unpriced_output(self, node: NodeContext, reading: IntensityReading, time_ns: int) -> tuple[dict, bytes]:
+        """What the join writes on a span that computed nothing (queue, kv_transfer), and its encoding."""
+        key = (node, reading)
+        cached = self._unpriced.get(key)
+        if cached is None:
+            if len(self._unpriced) > 1024:  # bounded: nodes and grid readings are few, but never trust input
+                self._unpriced.clear()
+            values = self._output(node, reading, time_ns, 0.0, 0.0, 0.0, semconv.QUALITY_MEASURED, None)
+            cached = self._unpriced[key] = (values, encode_span_attributes(values))
+        return cached
 
     def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
         reading = self.intensity.intensity(location, time_ns)
