@@ -7,8 +7,14 @@ seconds for ``time``) and ``T_k`` the same measure summed over every worker on t
 load counters). When the counters agree with the spans, the shares of all spans in an interval
 add up to one, which is what makes ``attributed + idle = measured`` hold per GPU.
 
-A span touches a handful of intervals, so this is plain Python over lists: numpy's per-call
-overhead on arrays this small cost more than the arithmetic (bench/join_hotpath.py).
+Two ways to the same figures. ``attribute_measured`` walks the pieces of one span: exact in
+every case, and the reference. ``WindowPricer`` serves the many spans released together on one
+GPU: it cuts the GPU's intervals once over the stretch they cover and keeps running sums of the
+per-piece densities, so that a span costs a few bisects; where a share would reach its cap of
+one (the counters say the GPU did less work than the span claims), or the span is not inside
+the stretch, it answers None and the walk decides. A span touches a handful of intervals, so
+both are plain Python over lists: numpy's per-call overhead on arrays this small cost more than
+the arithmetic (bench/join_hotpath.py).
 """
 
 from __future__ import annotations
@@ -158,24 +164,12 @@ def _spread(cut: list[Piece], a: int, b: int, measure: float, phase_rate: PhaseR
     return [measure * o / length for o in overlaps]
 
 
-#: pieces of a GPU's sampling intervals, by (first, last) edge, with whether a gap lies between them:
-#: spans inside the same intervals share them. Valid while the GPU's energy and load data are unchanged.
-CutCache = dict[tuple[int, int], tuple[list[Piece], bool]]
-
-
 def attribute_measured(series: CumulativeSeries, load: LoadCurve, breakpoints: LoadBreakpoints, a: int, b: int,
                        measure: float, gap_ns: int, idle_w: float | None,
-                       phase_rate: PhaseRate | None = None, cuts: CutCache | None = None) -> GpuAttribution:
+                       phase_rate: PhaseRate | None = None) -> GpuAttribution:
     edges, values, extrapolated = _edges(series, a, b)
-    # extrapolated edges hold the span's own ends: nothing another span could share
-    key = None if extrapolated or cuts is None else (edges[0], edges[-1])
-    cached = cuts.get(key) if key is not None else None
-    if cached is None:
-        cached = (pieces(edges, values, load, breakpoints, idle_w),
-                  any(t1 - t0 > gap_ns for t0, t1 in zip(edges, edges[1:], strict=False)))
-        if key is not None:
-            cuts[key] = cached
-    cut, gap = cached
+    cut = pieces(edges, values, load, breakpoints, idle_w)
+    gap = any(t1 - t0 > gap_ns for t0, t1 in zip(edges, edges[1:], strict=False))
     length = b - a
     window = attributed = gpu_seconds = 0.0
     placed = False  # a zero-length span counts once, in the first piece that holds it
@@ -199,13 +193,109 @@ def attribute_measured(series: CumulativeSeries, load: LoadCurve, breakpoints: L
             share = 0.0 if work <= 0 else min(span_measure / work, 1.0)
         attributed += piece.energy_j * share
         gpu_seconds += dt * 1e-9 * share
+    return GpuAttribution(attributed, gpu_seconds, window, _quality(extrapolated, gap))
+
+
+def _quality(extrapolated: bool, gap: bool) -> str:
     if extrapolated:
-        quality = semconv.QUALITY_EXTRAPOLATED
-    elif gap:
-        quality = semconv.QUALITY_INTERPOLATED
-    else:
-        quality = semconv.QUALITY_MEASURED
-    return GpuAttribution(attributed, gpu_seconds, window, quality)
+        return semconv.QUALITY_EXTRAPOLATED
+    return semconv.QUALITY_INTERPOLATED if gap else semconv.QUALITY_MEASURED
+
+
+#: a share above this is capped (the walk decides); the slack keeps a span that is alone on the
+#: GPU, whose shares are one up to rounding, on the fast path: it changes a figure by < 1e-9.
+_CAP = 1.0 + 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class _Sums:
+    """Running sums over a window's pieces of the densities one weighting gives (``rates``: the
+    phase's tokens per request-second per piece; None: weighted by time alone). For a span inside
+    the window with tokens m and weight R = its integral of the rate, piece j's share of its
+    energy is m x o_j x r_j / (R x W_j) (o_j: the span's overlap with the piece, W_j: the piece's
+    work), so the span's energy is m / R times the integral of E_j x r_j / W_j over the span:
+    one difference of running sums. Without load counters a piece's share is o_j / dt_j."""
+
+    weight: list[float]  # integral of r
+    energy: list[float]  # integral of E r / W (no load: E / dt)
+    seconds: list[float]  # integral of dt r / W x 1e-9 (no load: 1e-9)
+    peak: list[float]  # per piece, dt r / W: the share a span of weight R and tokens m gets is at most m / R x this
+
+
+class WindowPricer:
+    """One GPU's pieces between ``lo`` and ``hi`` (clipped to its series, which must have two
+    points) with running sums per weighting, for ``price``. Built per release from the telemetry
+    as it is then."""
+
+    def __init__(self, series: CumulativeSeries, load: LoadCurve, breakpoints: LoadBreakpoints, lo: int, hi: int,
+                 gap_ns: int, idle_w: float | None, phase_rate: Callable[[str, list[int]], list[float] | None]) -> None:
+        times, cum = series.points()
+        i0 = min(max(bisect.bisect_right(times, lo) - 1, 0), len(times) - 2)  # at least one interval
+        i1 = min(max(bisect.bisect_left(times, hi), i0 + 1), len(times) - 1)
+        self.edges = times[i0 : i1 + 1]
+        self.cum = cum[i0 : i1 + 1]
+        self.gaps = [0]  # running count of intervals longer than gap_ns
+        for t0, t1 in zip(self.edges, self.edges[1:], strict=False):
+            self.gaps.append(self.gaps[-1] + (t1 - t0 > gap_ns))
+        self.cut = pieces(self.edges, self.cum, load, breakpoints, idle_w)
+        self.bounds = [self.cut[0].start] + [p.end for p in self.cut]
+        self.has_load = self.cut[0].load is not None
+        self._phase_rate = phase_rate
+        self._sums: dict[str | None, _Sums | None] = {}
+
+    def _weighted(self, phase: str | None) -> _Sums | None:
+        if phase not in self._sums:
+            rates = self._phase_rate(phase, self.bounds) if phase is not None else [1.0] * len(self.cut)
+            self._sums[phase] = None if rates is None else self._running_sums(rates)
+        return self._sums[phase]
+
+    def _running_sums(self, rates: list[float]) -> _Sums:
+        weight, energy, seconds, peak = [0.0], [0.0], [0.0], []
+        for piece, r in zip(self.cut, rates, strict=True):
+            dt = piece.end - piece.start
+            work = piece.load
+            if work is None:
+                e, s, h = (piece.energy_j / dt if dt > 0 else 0.0), 1e-9, 0.0
+            elif work <= 0:
+                e = s = h = 0.0
+            else:
+                e, s, h = piece.energy_j * r / work, dt * 1e-9 * r / work, dt * r / work
+            weight.append(weight[-1] + dt * r)
+            energy.append(energy[-1] + dt * e)
+            seconds.append(seconds[-1] + dt * s)
+            peak.append(h)
+        return _Sums(weight, energy, seconds, peak)
+
+    def price(self, a: int, b: int, measure: float, phase: str | None) -> GpuAttribution | None:
+        """The span's attribution, or None where ``attribute_measured`` must decide: the span is not
+        inside the window, has no length, or a share would be capped."""
+        edges = self.edges
+        if not (edges[0] <= a < b <= edges[-1]):
+            return None
+        i0, i1 = bisect.bisect_right(edges, a) - 1, bisect.bisect_left(edges, b)
+        window = self.cum[i1] - self.cum[i0]
+        quality = _quality(False, self.gaps[i1] > self.gaps[i0])
+        bounds = self.bounds
+        j0, j1 = bisect.bisect_right(bounds, a) - 1, bisect.bisect_left(bounds, b) - 1
+        da, db = a - bounds[j0], b - bounds[j1]
+
+        def integral(running: list[float]) -> float:
+            """Of the piecewise-constant density whose running sums these are, over [a, b]."""
+            rate0 = (running[j0 + 1] - running[j0]) / (bounds[j0 + 1] - bounds[j0])
+            rate1 = (running[j1 + 1] - running[j1]) / (bounds[j1 + 1] - bounds[j1])
+            return running[j1] + db * rate1 - running[j0] - da * rate0
+
+        sums = self._weighted(phase) if phase is not None and self.has_load else None
+        total = integral(sums.weight) if sums is not None else 0.0
+        if total <= 0:  # no phase rate, or none over the span: spread by time
+            sums = self._weighted(None)
+            total = float(b - a)
+        if not self.has_load:
+            return GpuAttribution(integral(sums.energy), integral(sums.seconds), window, quality)
+        scale = measure / total
+        if scale * max(sums.peak[j0 : j1 + 1]) > _CAP:
+            return None
+        return GpuAttribution(scale * integral(sums.energy), scale * integral(sums.seconds), window, quality)
 
 
 def attribute_estimated(power_w: float, load: LoadCurve, a: int, b: int, measure: float) -> GpuAttribution:

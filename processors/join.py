@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
@@ -23,8 +23,8 @@ from carbonspan.processors.attribution import (
     POLICIES,
     POLICY_LOAD_METRIC,
     POLICY_TOKENS,
-    CutCache,
     GpuAttribution,
+    WindowPricer,
     attribute_estimated,
     attribute_measured,
 )
@@ -38,7 +38,9 @@ from carbonspan.processors.otlp import (
     any_value_to_python,
     as_float,
     attributes_to_dict,
+    encode_span_attributes,
 )
+from carbonspan.processors.series import CumulativeSeries
 from carbonspan.processors.telemetry import IngestStats, Telemetry
 
 IDLE_REPORT = "report"
@@ -47,7 +49,6 @@ IDLE_POLICIES = (IDLE_REPORT, IDLE_AMORTIZE)
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
 J_PER_KWH = 3.6e6
 #: the tokens a span computed, where it does not say so in carbon.tokens.
-_normalized_model = functools.lru_cache(maxsize=4096)(normalize_gpu_model)
 _DEFAULT_TOKENS_ATTRIBUTE = {
     semconv.PHASE_PREFILL: semconv.GEN_AI_USAGE_INPUT_TOKENS,
     semconv.PHASE_DECODE: semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
@@ -100,6 +101,16 @@ class JoinSettings:
             raise ValueError("deadline must be >= 0, retention and gap > 0")
 
 
+@dataclass(frozen=True, slots=True)
+class GpuFacts:
+    model: str | None  # canonical name, or None where nothing names it
+    idle_w: float | None
+    #: without energy data: a GPU serving requests is taken to draw midway between idle and max (documented)
+    estimated_w: float | None
+    embodied_g_per_s: float | None  # embodied gCO2e amortised per second of its service life
+    embodied_source: str  # the figure's source, or why there is none
+
+
 @dataclass(frozen=True)
 class NodeContext:
     """What a span's resource says about where it ran, parsed once per distinct resource."""
@@ -146,6 +157,8 @@ class _Pending:
     scope_spans: ScopeSpans
     deadline_ns: int
     inputs: dict  # the span attributes the join reads, read once on arrival
+    start_ns: int = 0
+    end_ns: int = 0
     fresh: bool = True  # none of the attributes the join writes is on the span yet
     released: bool = False
 
@@ -168,17 +181,17 @@ class CarbonJoin:
         self._observations: dict[tuple, list[float]] = {}
         self._grid: dict[tuple, GridReadingRow] = {}
         self.spans_flagged = 0
-        # Memos of what depends only on the telemetry, shared by the spans of one release; cleared
-        # whenever metrics arrive (new samples, models, workers).
-        self._cuts: dict[str, CutCache] = {}
-        self._rates: dict[tuple, list[float] | None] = {}
-        self._idle: dict[str, float | None] = {}
+        # What depends only on the telemetry: what is known of each GPU is cleared whenever metrics
+        # arrive (they may name its model); the pricers, with the stretch of each GPU's data that the spans of
+        # one release cover, live for that release.
+        self._facts: dict[tuple[str, str | None], GpuFacts] = {}
+        self._unpriced: dict[tuple[NodeContext, IntensityReading], tuple[dict, bytes]] = {}
+        self._windows: dict[str, tuple[int, int]] = {}
+        self._pricers: dict[str, WindowPricer | None] = {}
 
     # ------------------------------------------------------------------ input
     def add_metrics(self, resource_metrics: Iterable[ResourceMetrics]) -> IngestStats:
-        self._cuts.clear()
-        self._rates.clear()
-        self._idle.clear()
+        self._facts.clear()
         return self.telemetry.add(resource_metrics)
 
     def add_spans(self, resource_spans: Iterable[ResourceSpans], now_ns: int) -> int:
@@ -190,7 +203,8 @@ class CarbonJoin:
                 ss = ScopeSpans(scope=src_ss.scope, schema_url=src_ss.schema_url)
                 for span in src_ss.spans:
                     inputs, fresh = _read_inputs(span) if node is not None else ({}, True)
-                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs, fresh)
+                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs,
+                                       span.start_time_unix_nano, span.end_time_unix_nano, fresh)
                     count += 1
                     self._pending += 1
                     if node is None or inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
@@ -222,6 +236,7 @@ class CarbonJoin:
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
             out.append(heapq.heappop(self._by_deadline)[2])
         self.ledger.advance(self.telemetry, self._load_metric, self._idle_watts)  # idle amortisation reads it
+        self._plan_windows(out)
         groups = SpanGroups()
         for pending in out:
             if pending.released:
@@ -232,6 +247,8 @@ class CarbonJoin:
             pending.span = b""  # the heaps may still reference the entry until they are compacted
             if pending.node is not None:
                 self._enrich(span, pending.node, pending.inputs, pending.fresh, figures)
+        self._windows.clear()
+        self._pricers.clear()
         self._compact()
         return groups.out
 
@@ -249,6 +266,21 @@ class CarbonJoin:
         return drained
 
     # ------------------------------------------------------------------ internals
+    def _plan_windows(self, releasing: list[_Pending]) -> None:
+        """The stretch of each GPU's data that the compute spans about to be released cover: one
+        ``WindowPricer`` per GPU then prices them all."""
+        windows = self._windows
+        for pending in releasing:
+            node = pending.node
+            if node is None or pending.released:
+                continue
+            if pending.inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
+                continue
+            a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
+            for gpu_id in node.gpu_ids:
+                known = windows.get(gpu_id)
+                windows[gpu_id] = (a, b) if known is None else (min(known[0], a), max(known[1], b))
+
     def _compact(self) -> None:
         """Drop heap entries of spans already released through the other heap."""
         if len(self._by_deadline) > 2 * self._pending + 1024:
@@ -300,85 +332,129 @@ class CarbonJoin:
             tokens = as_float(attrs.get(fallback))
         return max(tokens or 0.0, 0.0)
 
-    def _gpu_model(self, gpu_id: str, node: NodeContext | None) -> str | None:
-        info = self.telemetry.gpus.get(gpu_id)
-        name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or (node and node.gpu_model)
-        return _normalized_model(name) if name else None
+    def _gpu_facts(self, gpu_id: str, node: NodeContext | None = None) -> GpuFacts:
+        """The GPU's model and the figures that follow from it; the node's resource may name the model."""
+        key = (gpu_id, node.gpu_model if node is not None else None)
+        facts = self._facts.get(key)
+        if facts is None:
+            info = self.telemetry.gpus.get(gpu_id)
+            name = self.settings.gpu_models.get(gpu_id) or (info.model if info else None) or (node and node.gpu_model)
+            model = normalize_gpu_model(name) if name else None
+            profile = power_profile(model or "")
+            figure = self.facility.embodied(model)
+            facts = self._facts[key] = GpuFacts(
+                model=model,
+                idle_w=profile.idle_w if profile else None,
+                estimated_w=(profile.idle_w + profile.max_w) / 2 if profile else None,
+                embodied_g_per_s=(figure.kgco2e * 1000.0 / (figure.lifetime_years * SECONDS_PER_YEAR)
+                                  if figure is not None else None),
+                embodied_source=(figure.source if figure is not None
+                                 else f"none: no embodied figure for {model or 'an unknown GPU model'}"),
+            )
+        return facts
 
     def _idle_watts(self, gpu_id: str, node: NodeContext | None = None) -> float | None:
-        key = gpu_id if node is None else f"{gpu_id}\0{node.gpu_model}"  # the node may name the model
-        if key not in self._idle:
-            profile = power_profile(self._gpu_model(gpu_id, node) or "")
-            self._idle[key] = profile.idle_w if profile else None
-        return self._idle[key]
+        return self._gpu_facts(gpu_id, node).idle_w
+
+    def _pricer(self, gpu_id: str, series: CumulativeSeries, node: NodeContext) -> WindowPricer | None:
+        if gpu_id not in self._pricers:
+            window = self._windows.get(gpu_id)
+            self._pricers[gpu_id] = None if window is None else WindowPricer(
+                series, *self._load_access(gpu_id), *window, self.settings.gap_ns, self._idle_watts(gpu_id, node),
+                functools.partial(self.telemetry.phase_token_rates, gpu_id))
+        return self._pricers[gpu_id]
+
+    def _load_access(self, gpu_id: str) -> tuple[Callable[[list[int]], list[float] | None],
+                                                  Callable[[int, int], list[int]]]:
+        """The GPU's load curve and load points, for the policy's load metric."""
+        return (functools.partial(self.telemetry.load_at, gpu_id, self._load_metric),
+                functools.partial(self.telemetry.load_breakpoints, gpu_id, self._load_metric))
 
     def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float,
                    phase: str) -> GpuAttribution:
         info = self.telemetry.gpus.get(gpu_id)
         series = info.series if info else None
-        metric = self._load_metric
-        telemetry = self.telemetry
-        rates = self._rates
-
-        def load(times: list[int]) -> list[float] | None:
-            return telemetry.load_at(gpu_id, metric, times)
-
         if series is not None and len(series) >= 2:
-            def breakpoints(lo: int, hi: int) -> list[int]:
-                return telemetry.load_breakpoints(gpu_id, metric, lo, hi)
-
-            def phase_rate(times: list[int]) -> list[float] | None:
-                key = (gpu_id, phase, *times)
-                if key not in rates:
-                    rates[key] = compute_rate(times)
-                return rates[key]
-
-            def compute_rate(times: list[int]) -> list[float] | None:
-                tokens = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_TOKENS, times, phase)
-                seconds = telemetry.load_at(gpu_id, semconv.CARBON_WORKER_REQUEST_TIME, times, phase)
-                if tokens is None or seconds is None:
-                    return None
-                return [(tokens[i + 1] - tokens[i]) / (seconds[i + 1] - seconds[i])
-                        if seconds[i + 1] > seconds[i] else 0.0 for i in range(len(times) - 1)]
-
             # the time policy's measure (seconds) accrues evenly over the span: no rate needed
-            rate = phase_rate if self.settings.policy == POLICY_TOKENS else None
-            return attribute_measured(series, load, breakpoints, a, b, measure, self.settings.gap_ns,
-                                      self._idle_watts(gpu_id, node), rate, self._cuts.setdefault(gpu_id, {}))
-        profile = power_profile(self._gpu_model(gpu_id, node) or "")
-        if profile is not None:
-            # Documented assumption: a GPU serving requests draws midway between idle and max.
-            return attribute_estimated((profile.idle_w + profile.max_w) / 2, load, a, b, measure)
+            rate_phase = phase if self.settings.policy == POLICY_TOKENS else None
+            pricer = self._pricer(gpu_id, series, node)
+            priced = pricer.price(a, b, measure, rate_phase) if pricer is not None else None
+            if priced is not None:
+                return priced
+            rate = functools.partial(self.telemetry.phase_token_rates, gpu_id, phase) if rate_phase else None
+            return attribute_measured(series, *self._load_access(gpu_id), a, b, measure, self.settings.gap_ns,
+                                      self._idle_watts(gpu_id, node), rate)
+        estimated_w = self._gpu_facts(gpu_id, node).estimated_w
+        if estimated_w is not None:
+            load = functools.partial(self.telemetry.load_at, gpu_id, self._load_metric)
+            return attribute_estimated(estimated_w, load, a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
     def _enrich(self, span: Span, node: NodeContext, attrs: dict, fresh: bool, figures: SpanFigures | None) -> None:
         a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
         phase = attrs.get(semconv.CARBON_PHASE)
-        compute = phase in semconv.COMPUTE_PHASES
-        tokens = self._tokens(attrs, phase) if compute else 0.0
+        reading = self._intensity(node.location, (a + b) // 2)
+        if phase in semconv.COMPUTE_PHASES:
+            tokens = self._tokens(attrs, phase)
+            energy, idle, embodied, quality, embodied_source = self._price(node, phase, a, b, tokens)
+            values = self._output(node, reading, (a + b) // 2, energy, idle, embodied, quality, embodied_source)
+            add_span_attributes(span, values, fresh)
+        else:  # the same attributes for every such span of the node while the grid reading holds
+            tokens = energy = embodied = 0.0
+            quality = semconv.QUALITY_MEASURED
+            values, encoded = self._unpriced_output(node, reading, (a + b) // 2)
+            if fresh:
+                span.MergeFromString(encoded)
+            else:
+                add_span_attributes(span, values)
+        operational = values[semconv.CARBON_OPERATIONAL_GCO2E]
+        if figures is not None:
+            # what a roll-up sums, and no more: it keeps these until the span's trace is complete
+            figures[(span.trace_id, span.span_id)] = {
+                semconv.CARBON_PHASE: phase, semconv.GEN_AI_REQUEST_MODEL: attrs.get(semconv.GEN_AI_REQUEST_MODEL),
+                semconv.GEN_AI_USAGE_INPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
+                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
+        if quality != semconv.QUALITY_MEASURED:
+            self.spans_flagged += 1
+        if phase in semconv.COMPUTE_PHASES:
+            key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
+                   node.service_name)
+            sums = self._observations.get(key)
+            if sums is None:
+                if len(self._observations) >= self.settings.max_observations:
+                    return  # bounded: label sets are few, but never trust input
+                sums = self._observations[key] = [0.0, 0.0, 0.0]
+            sums[0] += energy
+            sums[1] += operational + embodied
+            sums[2] += tokens
+
+    def _price(self, node: NodeContext, phase: str, a: int, b: int, tokens: float
+               ) -> tuple[float, float, float, str, str | None]:
+        """A compute span's energy (idle share included), idle share, embodied gCO2e, quality and
+        embodied sources, summed over its GPUs."""
         measure = tokens if self.settings.policy == POLICY_TOKENS else (b - a) * 1e-9
         energy = embodied = idle = 0.0
         quality = semconv.QUALITY_MEASURED
         embodied_sources: set[str] = set()
         for gpu_id in node.gpu_ids:
-            if not compute:
-                break
             result = self._attribute(gpu_id, node, a, b, measure, phase)
             energy += result.energy_j
             quality = semconv.worse_quality(quality, result.quality)
-            model = self._gpu_model(gpu_id, node)
-            figure = self.facility.embodied(model)
-            if figure is not None:
-                embodied += figure.kgco2e * 1000.0 / (figure.lifetime_years * SECONDS_PER_YEAR) * result.gpu_seconds
-                embodied_sources.add(figure.source)
-            else:
-                embodied_sources.add(f"none: no embodied figure for {model or 'an unknown GPU model'}")
+            facts = self._gpu_facts(gpu_id, node)
+            if facts.embodied_g_per_s is not None:
+                embodied += facts.embodied_g_per_s * result.gpu_seconds
+            embodied_sources.add(facts.embodied_source)
             if result.quality in (semconv.QUALITY_MEASURED, semconv.QUALITY_INTERPOLATED, semconv.QUALITY_EXTRAPOLATED):
                 if self.settings.idle == IDLE_AMORTIZE:
                     idle += result.energy_j * self.ledger.idle_per_busy_joule(gpu_id)
                 self.ledger.attribute(gpu_id, result.energy_j)
-        energy += idle
-        reading = self._intensity(node.location, (a + b) // 2)
+        return energy + idle, idle, embodied, quality, "; ".join(sorted(embodied_sources)) or None
+
+    def _output(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
+                embodied: float, quality: str, embodied_source: str | None) -> dict:
+        """The attributes the join writes on a span."""
         facility_j = energy * node.pue
         operational = facility_j / J_PER_KWH * reading.gco2e_per_kwh
         values: dict = {
@@ -394,36 +470,26 @@ class CarbonJoin:
         }
         if reading.zone:
             values[semconv.CARBON_GRID_ZONE] = reading.zone
-        if embodied_sources:
-            values[semconv.CARBON_EMBODIED_SOURCE] = "; ".join(sorted(embodied_sources))
+        if embodied_source:
+            values[semconv.CARBON_EMBODIED_SOURCE] = embodied_source
         if self.settings.idle == IDLE_AMORTIZE:
             values[semconv.CARBON_ENERGY_IDLE_JOULES] = idle
         for provider, region in self.settings.counterfactual_regions:
             pue, _ = self.facility.pue(provider, region)
-            other = self._intensity(GridLocation(provider, region, None), (a + b) // 2)
+            other = self._intensity(GridLocation(provider, region, None), time_ns)
             values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
-        add_span_attributes(span, values, fresh)
-        if figures is not None:
-            # what a roll-up sums, and no more: it keeps these until the span's trace is complete
-            figures[(span.trace_id, span.span_id)] = {
-                semconv.CARBON_PHASE: phase, semconv.GEN_AI_REQUEST_MODEL: attrs.get(semconv.GEN_AI_REQUEST_MODEL),
-                semconv.GEN_AI_USAGE_INPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
-                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
-                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
-                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
-        if quality != semconv.QUALITY_MEASURED:
-            self.spans_flagged += 1
-        if compute:
-            key = (phase, self._gpu_model(node.gpu_ids[0], node), node.location.provider, node.location.region,
-                   node.service_name)
-            sums = self._observations.get(key)
-            if sums is None:
-                if len(self._observations) >= self.settings.max_observations:
-                    return  # bounded: label sets are few, but never trust input
-                sums = self._observations[key] = [0.0, 0.0, 0.0]
-            sums[0] += energy
-            sums[1] += operational + embodied
-            sums[2] += tokens
+        return values
+
+    def _unpriced_output(self, node: NodeContext, reading: IntensityReading, time_ns: int) -> tuple[dict, bytes]:
+        """What the join writes on a span that computed nothing (queue, kv_transfer), and its encoding."""
+        key = (node, reading)
+        cached = self._unpriced.get(key)
+        if cached is None:
+            if len(self._unpriced) > 1024:  # bounded: nodes and grid readings are few, but never trust input
+                self._unpriced.clear()
+            values = self._output(node, reading, time_ns, 0.0, 0.0, 0.0, semconv.QUALITY_MEASURED, None)
+            cached = self._unpriced[key] = (values, encode_span_attributes(values))
+        return cached
 
     def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
         reading = self.intensity.intensity(location, time_ns)

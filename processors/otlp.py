@@ -121,7 +121,13 @@ def add_span_attributes(span: Span, values: Mapping[str, AttributeValue], absent
     if not absent and not values.keys().isdisjoint([kv.key for kv in span.attributes]):
         set_attributes(span.attributes, values)
         return
-    span.MergeFromString(b"".join([_encoded_attribute(key, value) for key, value in values.items()]))
+    span.MergeFromString(encode_span_attributes(values))
+
+
+def encode_span_attributes(values: Mapping[str, AttributeValue]) -> bytes:
+    """The attributes as serialized ``Span.attributes`` entries: merged into a span that has none
+    of the keys, they append them."""
+    return b"".join([_encoded_attribute(key, value) for key, value in values.items()])
 
 
 def as_float(value: Any) -> float | None:

@@ -221,6 +221,17 @@ class Telemetry:
             total = [x + y for x, y in zip(total, s.values_at(times_ns), strict=True)]
         return total
 
+    def phase_token_rates(self, gpu_id: str, phase: str, times_ns: list[int]) -> list[float] | None:
+        """Between consecutive times, the tokens one running request of the phase made per second
+        on the GPU (phase tokens / phase request-seconds, all workers); None where the workers do
+        not report the phase."""
+        tokens = self.load_at(gpu_id, semconv.CARBON_WORKER_TOKENS, times_ns, phase)
+        seconds = self.load_at(gpu_id, semconv.CARBON_WORKER_REQUEST_TIME, times_ns, phase)
+        if tokens is None or seconds is None:
+            return None
+        return [(tokens[i + 1] - tokens[i]) / (seconds[i + 1] - seconds[i])
+                if seconds[i + 1] > seconds[i] else 0.0 for i in range(len(times_ns) - 1)]
+
     def load_breakpoints(self, gpu_id: str, metric: str, lo_ns: int, hi_ns: int) -> list[int]:
         """Times of the GPU's load points strictly inside (lo, hi), from all its workers."""
         times: set[int] = set()
