@@ -158,19 +158,25 @@ class Router:
         if not batch:
             return
         if pipeline.signal == "traces":
-            request = ExportTraceServiceRequest(resource_spans=batch)
             count = span_count(batch)
+            request = None  # copied into one request only for the exporters that want the message
             for exporter in pipeline.exporters:
-                if self._call(exporter, exporter.export_traces, request):
+                if exporter.takes_trace_batches:
+                    sent = self._call(exporter, exporter.export_trace_batch, batch, count)
+                else:
+                    if request is None:
+                        request = ExportTraceServiceRequest(resource_spans=batch)
+                    sent = self._call(exporter, exporter.export_traces, request)
+                if sent:
                     self.spans_exported[exporter.name] += count
         else:
             request = ExportMetricsServiceRequest(resource_metrics=batch)
             for exporter in pipeline.exporters:
                 self._call(exporter, exporter.export_metrics, request)
 
-    def _call(self, exporter: Exporter, method: Callable, request) -> bool:
+    def _call(self, exporter: Exporter, method: Callable, *args) -> bool:
         try:
-            method(request)
+            method(*args)
             return True
         except Exception:  # an exporter's bug must not stop the pipeline or the other exporters
             self.export_errors[exporter.name] += 1

@@ -7,10 +7,12 @@ import time
 import grpc
 import pytest
 from exporters_support import OtlpGrpcPeer, free_port, self_signed_certificate, trace_request, wait_for
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters import EXPORTER_TYPES
 from carbonspan.collector.exporters.otlp import OtlpGrpcExporter
+from carbonspan.collector.exporters.remote import encode_trace_batch
 
 FAST_RETRY = {"initial_interval": "100ms", "max_interval": "1s", "max_elapsed_time": "60s"}
 
@@ -172,3 +174,21 @@ def test_queue_disabled_sends_in_the_callers_thread():
         assert peer.span_count() == 3  # already there when export_traces returns
         exp.shutdown(1)
     assert exp.stats()["sent"] == 1
+
+
+def test_a_batch_is_sent_as_the_bytes_of_the_request_it_would_make():
+    """The pipeline hands remote exporters its ResourceSpans; what they send must be, byte for byte,
+    the request those would make (the copy into the request is what the batch path saves)."""
+    batch = [rs for n in (1, 3, 200) for rs in trace_request(n).resource_spans]
+    batch[1].schema_url = "https://opentelemetry.io/schemas/1.26.0"
+    assert encode_trace_batch(batch) == ExportTraceServiceRequest(resource_spans=batch).SerializeToString()
+    assert encode_trace_batch([]) == b""
+    with OtlpGrpcPeer() as peer:
+        exp = exporter(peer.endpoint)
+        assert exp.takes_trace_batches
+        exp.start()
+        exp.export_trace_batch(batch, 204)
+        assert wait_for(lambda: peer.span_count() == 204, 10)
+        exp.shutdown(5)
+        assert exp.stats()["sent_items"] == 204
+    assert peer.traces == [ExportTraceServiceRequest(resource_spans=batch)]

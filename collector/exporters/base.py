@@ -8,17 +8,20 @@ from its own thread, retrying with backoff; what it cannot keep it counts, never
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 
 class Exporter(ABC):
     #: the signals this exporter type can take ("traces", "metrics"); the config loader checks
     #: that pipelines only name exporters for signals they support.
     signals: frozenset[str] = frozenset({"traces", "metrics"})
+    #: True: the pipeline hands traces to ``export_trace_batch`` instead of ``export_traces``.
+    takes_trace_batches: bool = False
 
     def __init__(self, name: str, config: Mapping[str, Any]) -> None:
         """``name`` is the config id (``otlp/jaeger``); ``config`` its section, already env-substituted.
@@ -35,6 +38,12 @@ class Exporter(ABC):
 
     def export_metrics(self, request: ExportMetricsServiceRequest) -> None:
         raise NotImplementedError(f"{self.name} does not take metrics")
+
+    def export_trace_batch(self, batch: Sequence[ResourceSpans], count: int) -> None:
+        """The ``count`` spans of one export request, before the pipeline copies them into one: an
+        exporter that only needs the request's bytes saves that copy (see ``takes_trace_batches``).
+        The messages are the pipeline's: read them now, keep nothing."""
+        raise NotImplementedError(f"{self.name} does not take trace batches")
 
     @abstractmethod
     def shutdown(self, timeout_s: float) -> None:
