@@ -115,59 +115,19 @@ def _number(value) -> float:
 
 
 class _Trace:
-    """An open trace: its running sums (in arrival order, as the summary adds them) and the
-    spans that may still carry the summary."""
+    """An open trace: what each of its spans adds to the summary (in arrival order, the order the
+    summary sums in) and the spans that may still carry the summary."""
 
-    __slots__ = ("count", "energy", "operational", "embodied", "input_tokens", "output_tokens", "by_phase",
-                 "by_phase_energy", "by_region", "quality", "model", "route", "root", "ids", "orphans",
-                 "earliest", "last_seen_ns", "touched")
+    __slots__ = ("parts", "root", "ids", "orphans", "earliest", "last_seen_ns", "touched")
 
     def __init__(self) -> None:
-        self.count = 0
-        self.energy = self.operational = self.embodied = self.input_tokens = self.output_tokens = 0.0
-        self.by_phase: dict[str, float] = {}  # gCO2e
-        self.by_phase_energy: dict[str, float] = {}
-        self.by_region: dict[str, float] = {}
-        self.quality: str | None = None
-        self.model = None
-        self.route: list[tuple[int, str]] = []
+        self.parts: list[tuple[Mapping, _Origin, int]] = []  # (figures, resource, start) of each span
         self.root: _Held | None = None
         self.ids: set[bytes] = set()  # span ids seen, until the root comes
         self.orphans: dict[bytes, _Held] = {}  # missing parent id -> the earliest of its children
         self.earliest: _Held | None = None
         self.last_seen_ns = 0
         self.touched = 0  # order of the last span's arrival over all traces
-
-    def sum(self, attrs: Mapping, origin: _Origin, start: int) -> None:
-        self.count += 1
-        get = attrs.get
-        if not self.model:
-            self.model = get(_MODEL)
-        phase = get(_PHASE)
-        if phase in _ROUTE_PHASES:
-            self.route.append((start, origin.where))
-        if phase == _PREFILL:
-            self.input_tokens += as_float(get(_INPUT)) or 0.0
-        elif phase == _DECODE:
-            self.output_tokens += as_float(get(_OUTPUT)) or 0.0
-        span_quality = get(_QUALITY)
-        if span_quality is None:
-            return  # not priced: a router's span, or one without GPUs
-        if phase in _COMPUTE:
-            self.quality = semconv.worse_quality(self.quality, span_quality)
-        span_energy = _number(get(_ENERGY))
-        span_operational = _number(get(_OPERATIONAL))
-        span_embodied = _number(get(_EMBODIED))
-        self.energy += span_energy
-        self.operational += span_operational
-        self.embodied += span_embodied
-        if phase:
-            by_phase = self.by_phase
-            by_phase[phase] = by_phase.get(phase, 0.0) + span_operational + span_embodied
-            self.by_phase_energy[phase] = self.by_phase_energy.get(phase, 0.0) + span_energy
-        region = origin.region
-        if region:
-            self.by_region[region] = self.by_region.get(region, 0.0) + span_operational + span_embodied
 
     def needs(self, item: _Held) -> bool:
         return item is self.root or item is self.earliest or self.orphans.get(item.parent) is item
@@ -247,8 +207,10 @@ class RequestRollup:
         self._touches += 1
         trace.touched = self._touches
         start = span.start_time_unix_nano
-        seq = trace.count
-        trace.sum(known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS), origin, start)
+        parts = trace.parts
+        seq = len(parts)
+        parts.append((known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS), origin,
+                      start))
         if trace.root is not None:
             return None
         parent = span.parent_span_id
@@ -346,43 +308,78 @@ class RequestRollup:
 
 
 def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary:
+    energy = operational = embodied = input_tokens = output_tokens = 0.0
+    by_phase: dict[str, float] = {}  # gCO2e
+    by_phase_energy: dict[str, float] = {}
+    by_region: dict[str, float] = {}
+    quality: str | None = None
+    model = None
+    route: list[tuple[int, str]] = []
+    for attrs, origin, start in trace.parts:
+        get = attrs.get
+        if not model:
+            model = get(_MODEL)
+        phase = get(_PHASE)
+        if phase in _ROUTE_PHASES:
+            route.append((start, origin.where))
+        if phase == _PREFILL:
+            input_tokens += as_float(get(_INPUT)) or 0.0
+        elif phase == _DECODE:
+            output_tokens += as_float(get(_OUTPUT)) or 0.0
+        span_quality = get(_QUALITY)
+        if span_quality is None:
+            continue  # not priced: a router's span, or one without GPUs
+        if phase in _COMPUTE:
+            quality = semconv.worse_quality(quality, span_quality)
+        span_energy = _number(get(_ENERGY))
+        span_operational = _number(get(_OPERATIONAL))
+        span_embodied = _number(get(_EMBODIED))
+        energy += span_energy
+        operational += span_operational
+        embodied += span_embodied
+        if phase:
+            by_phase[phase] = by_phase.get(phase, 0.0) + span_operational + span_embodied
+            by_phase_energy[phase] = by_phase_energy.get(phase, 0.0) + span_energy
+        region = origin.region
+        if region:
+            by_region[region] = by_region.get(region, 0.0) + span_operational + span_embodied
     route_names: list[str] = []
-    for _, where in sorted(trace.route):
+    for _, where in sorted(route):
         if not route_names or route_names[-1] != where:
             route_names.append(where)
-    energy, operational, embodied, quality = trace.energy, trace.operational, trace.embodied, trace.quality
+    count = len(trace.parts)
     summary = RequestSummary(
         trace_id=trace_id,
-        model=trace.model,
+        model=model,
         service_name=carrier.origin.service_name,
         route=">".join(route_names),
         energy_j=energy,
         operational_g=operational,
         embodied_g=embodied,
         total_g=operational + embodied,
-        by_phase=trace.by_phase,
-        by_region=trace.by_region,
+        by_phase=by_phase,
+        by_region=by_region,
         quality=quality,
-        span_count=trace.count,
-        input_tokens=trace.input_tokens,
-        output_tokens=trace.output_tokens,
+        span_count=count,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
     )
     values: dict = {
         semconv.CARBON_REQUEST_ENERGY_JOULES: energy,
         semconv.CARBON_REQUEST_OPERATIONAL_GCO2E: operational,
         semconv.CARBON_REQUEST_EMBODIED_GCO2E: embodied,
         semconv.CARBON_REQUEST_TOTAL_GCO2E: operational + embodied,
-        semconv.CARBON_REQUEST_SPAN_COUNT: trace.count,
+        semconv.CARBON_REQUEST_SPAN_COUNT: count,
         semconv.CARBON_REQUEST_ROUTE: summary.route,
     }
     if quality is not None:
         values[semconv.CARBON_REQUEST_QUALITY] = quality
-    for phase, grams in trace.by_phase.items():
+    for phase, grams in by_phase.items():
         values[semconv.request_phase_gco2e(phase)] = grams
-        values[semconv.request_phase_energy(phase)] = trace.by_phase_energy[phase]
-    for region, grams in trace.by_region.items():
+        values[semconv.request_phase_energy(phase)] = by_phase_energy[phase]
+    for region, grams in by_region.items():
         values[semconv.request_region_gco2e(region)] = grams
-    if trace.model and get_attribute(carrier.span.attributes, semconv.GEN_AI_REQUEST_MODEL) is None:
-        values[semconv.GEN_AI_REQUEST_MODEL] = trace.model
+    if model and get_attribute(carrier.span.attributes, semconv.GEN_AI_REQUEST_MODEL) is None:
+        values[semconv.GEN_AI_REQUEST_MODEL] = model
     add_span_attributes(carrier.span, values)
     return summary
