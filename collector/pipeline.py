@@ -99,7 +99,8 @@ class Router:
         with self.lock:
             for pipeline in targets:
                 self._admit(pipeline)
-            if count:
+            if count and any(p.limiter is not None and p.limiter.limit_bytes is not None for p in targets):
+                # the size walks every span: only for a limit in bytes
                 self._bytes_per_span = 0.9 * self._bytes_per_span + 0.1 * (request.ByteSize() / count)
             self.spans_received[receiver_id] += count
             now = self.clock()

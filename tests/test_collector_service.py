@@ -316,8 +316,11 @@ def test_memory_limiter_refuses_with_retry_after_and_never_drops():
     svc = start_service(LIMITED_CONFIG)
     try:
         addresses = svc.addresses()
-        # root spans wait in the roll-up (no children ever come) until their idle timeout
-        assert _grpc_export(addresses["otlp/grpc"], _trace_request(3).SerializeToString()) is None
+        # root spans of three traces wait in the roll-up (no children ever come) until their idle timeout
+        roots = _trace_request(3)
+        for i, span in enumerate(roots.resource_spans[0].scope_spans[0].spans):
+            span.trace_id = bytes(15) + bytes([i + 1])
+        assert _grpc_export(addresses["otlp/grpc"], roots.SerializeToString()) is None
         error = _grpc_export(addresses["otlp/grpc"], _trace_request(1).SerializeToString())
         assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         trailers = dict(error.trailing_metadata())
