@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from carbonspan.processors import semconv
 from carbonspan.processors.series import CumulativeSeries
@@ -38,8 +39,10 @@ POLICY_LOAD_METRIC = {
 LoadCurve = Callable[[list[int]], "list[float] | None"]
 
 
-@dataclass(frozen=True)
-class GpuAttribution:
+class GpuAttribution(NamedTuple):
+    """A tuple, not a frozen dataclass: one is made per span and GPU, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) cost more than the pricing itself."""
+
     energy_j: float
     gpu_seconds: float  # the span's share of the GPU's time, for amortising embodied carbon
     window_energy_j: float  # all of the GPU's energy over the intervals the span touched
