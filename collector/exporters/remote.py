@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from carbonspan.collector.exporters._config import Section
+from carbonspan.collector.config_values import Section
 from carbonspan.collector.exporters._counts import count_points, count_spans
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.collector.exporters.sending_queue import Item, QueueSettings, RetrySettings, SendingQueue
