@@ -7,14 +7,14 @@ seconds for ``time``) and ``T_k`` the same measure summed over every worker on t
 load counters). When the counters agree with the spans, the shares of all spans in an interval
 add up to one, which is what makes ``attributed + idle = measured`` hold per GPU.
 
-Two ways to the same figures. ``attribute_measured`` walks the pieces of one span: exact in
-every case, and the reference. ``WindowPricer`` serves the many spans released together on one
-GPU: it cuts the GPU's intervals once over the stretch they cover and keeps running sums of the
-per-piece densities, so that a span costs a few bisects; where a share would reach its cap of
-one (the counters say the GPU did less work than the span claims), or the span is not inside
-the stretch, it answers None and the walk decides. A span touches a handful of intervals, so
-both are plain Python over lists: numpy's per-call overhead on arrays this small cost more than
-the arithmetic (bench/join_hotpath.py).
+Two ways to the same figures. ``attribute_measured`` walks the pieces of one span in plain
+Python (a span touches a handful of intervals: numpy's per-call overhead would cost more than
+the arithmetic): exact in every case, and the reference. ``WindowPricer`` serves the many spans
+released together on one GPU: it cuts the GPU's intervals once over the stretch they cover and
+keeps running integrals of the per-piece densities, so that all the spans are priced with a few
+numpy calls (searches and differences); where a share would reach its cap of one (the counters
+say the GPU did less work than the span claims), or a span is not inside the stretch, it says
+so and the walk decides.
 """
 
 from __future__ import annotations
