@@ -113,9 +113,11 @@ class GpuFacts:
     embodied_source: str  # the figure's source, or why there is none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NodeContext:
-    """What a span's resource says about where it ran, parsed once per distinct resource."""
+    """What a span's resource says about where it ran, parsed once per distinct resource. Compared
+    and hashed by identity: it keys the join's per-release groups and caches, where hashing its
+    fields for every span cost more than the lookups."""
 
     gpu_ids: tuple[str, ...]
     gpu_model: str | None
@@ -189,7 +191,7 @@ class CarbonJoin:
         # arrive (they may name its model); the pricers, with the stretch of each GPU's data that the spans of
         # one release cover, live for that release.
         self._facts: dict[tuple[str, str | None], GpuFacts] = {}
-        self._unpriced: dict[tuple[NodeContext, IntensityReading], tuple[dict, bytes]] = {}
+        self._unpriced: dict[tuple, tuple[dict, bytes]] = {}
         self._windows: dict[str, tuple[int, int]] = {}
         self._pricers: dict[str, WindowPricer | None] = {}
 
@@ -512,7 +514,7 @@ class CarbonJoin:
 
     def _unpriced_output(self, node: NodeContext, reading: IntensityReading, time_ns: int) -> tuple[dict, bytes]:
         """What the join writes on a span that computed nothing (queue, kv_transfer), and its encoding."""
-        key = (node, reading)
+        key = (node, reading.gco2e_per_kwh, reading.source, reading.zone)  # what the output reads of it
         cached = self._unpriced.get(key)
         if cached is None:
             if len(self._unpriced) > 1024:  # bounded: nodes and grid readings are few, but never trust input
