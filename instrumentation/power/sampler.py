@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 SCOPE_NAME = "carbonspan.instrumentation.power"
 #: 50 polls a second: well above NVML's ~10 counter updates a second, so an update is placed within 10 ms.
 DEFAULT_ENERGY_POLL_S = 0.02
+#: the OTLP protocol when OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL does not say: the OTel spec's default,
+#: and cheaper here than gRPC (whose C-core threads wake ~30 times per export; docs/sampler.md "Cost").
+DEFAULT_PROTOCOL = "http/protobuf"  # otlp_push.PROTOCOL_HTTP_PROTOBUF (otlp_push is imported when used)
 #: a counter that has not moved for this many intervals gets a point at the tick anyway.
 STALE_TICKS = 5
 
@@ -278,15 +281,15 @@ def start_sampler_thread(
 ) -> RunningSampler:
     """Start sampling in this process (e.g. inside a vLLM worker): the GPUs of ``source``
     (default: detected) every ``interval_s`` (energy counters polled every ``energy_poll_s`` between),
-    sent every ``export_interval_s`` with ``sender``
-    (default: OTLP configured from ``OTEL_EXPORTER_OTLP_*``). ``resource`` is merged with
+    sent every ``export_interval_s`` with ``sender`` (default: OTLP configured from
+    ``OTEL_EXPORTER_OTLP_*``, else over ``DEFAULT_PROTOCOL``). ``resource`` is merged with
     ``OTEL_RESOURCE_ATTRIBUTES`` / ``OTEL_SERVICE_NAME`` (explicit values win)."""
     from carbonspan.instrumentation.otlp_push import OtlpMetricsSender, TimestampedMetricBatcher
 
     source = source or detect_source(clock)
     batcher = TimestampedMetricBatcher(
-        resource or {}, SCOPE_NAME, sender or OtlpMetricsSender.from_env(), max_points,
-        resource_defaults=default_resource(),
+        resource or {}, SCOPE_NAME, sender or OtlpMetricsSender.from_env(default_protocol=DEFAULT_PROTOCOL),
+        max_points, resource_defaults=default_resource(),
     )
     sampler = PowerSampler(source, batcher, interval_s, clock, energy_poll_s)
     batcher.start(export_interval_s)
