@@ -51,6 +51,7 @@ CASES = (
     Case("energy counter, 10 Hz", True, 0.1),
     Case("energy counter, 10 Hz, each GPU's counter at its own phase", True, 0.1, random_counter_phases=True),
     Case("energy counter, 1 Hz", True, 1.0),
+    Case("energy counter, 1 Hz, each GPU's counter at its own phase", True, 1.0, random_counter_phases=True),
     Case("power only (1-s avg), 10 Hz", False, 0.1),
     Case("power only (1-s avg), 1 Hz", False, 1.0),
     # diagnostics: what NVML's 100 ms counter staleness costs without the energy polls
