@@ -59,6 +59,7 @@ class HttpReceiver:
 
     def __init__(self, port: int = 0) -> None:
         self.requests = []
+        self.status = 200  # what it answers; anything else and it keeps nothing
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,9 +68,10 @@ class HttpReceiver:
             def do_POST(self):  # noqa: N802 - the http.server method name
                 request = metrics_service_pb2.ExportMetricsServiceRequest()
                 request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
-                receiver.requests.append(request)
+                if receiver.status == 200:
+                    receiver.requests.append(request)
                 body = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
-                self.send_response(200)
+                self.send_response(receiver.status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -184,6 +186,42 @@ def test_exporter_outage_buffers_and_resends(receiver):
     finally:
         revived.stop()
         sender.close()
+
+
+def test_http_error_status_keeps_the_points():
+    receiver = HttpReceiver()
+    try:
+        receiver.status = 503
+        clock = Clock(T0)
+        sender = OtlpMetricsSender(receiver.endpoint(), PROTOCOL_HTTP_PROTOBUF, timeout_s=2)
+        batcher = TimestampedMetricBatcher({}, SCOPE_NAME, sender)
+        sampler = PowerSampler(SimulatedPowerSource([SimulatedGpu("L4", "GPU-503", clock=clock)], clock), batcher,
+                               clock=clock, energy_poll_s=None)
+        for tick in range(5):
+            clock.t = T0 + tick * 100 * MS
+            sampler.sample_once()
+        assert not batcher.flush() and batcher.buffered_points == 10 and receiver.requests == []
+        receiver.status = 200
+        assert batcher.flush() and batcher.buffered_points == 0 and batcher.sent_points == 10
+        assert len(receiver.requests) == 1
+        sender.close()
+    finally:
+        receiver.stop()
+
+
+def test_sampler_command_sends_over_http_by_default(capsys, monkeypatch):
+    from carbonspan.collector.cli import main
+
+    for name in ("PROTOCOL", "METRICS_PROTOCOL", "ENDPOINT", "METRICS_ENDPOINT"):
+        monkeypatch.delenv(f"OTEL_EXPORTER_OTLP_{name}", raising=False)
+    receiver = HttpReceiver()
+    try:
+        assert main(["sampler", "--simulate", "L4", "--interval", "0.05", "--duration", "0.3",
+                     "--endpoint", f"http://127.0.0.1:{receiver.port}"]) == 0
+        assert "(http/protobuf)" in capsys.readouterr().err
+        assert receiver.requests  # at least the flush at stop
+    finally:
+        receiver.stop()
 
 
 def test_sampler_command_console_output(capsys):
