@@ -4,6 +4,7 @@ Prints each sampler process's CPU time as a percentage of one core; the goal is 
 the default settings.
 
     .venv/bin/python bench/sampler_cpu.py [--seconds 20] [--gpus 8] [--interval 0.1] [--protocol http/protobuf]
+                                          [--energy-poll 0.05] [--export-interval 1]
 
 One run measures two samplers side by side, each in its own process, over the same seconds (so
 that they see the same machine load): the default settings (energy polls every
@@ -124,8 +125,8 @@ def sample(conn, endpoint: str, protocol: str, args: argparse.Namespace, energy_
             gpu.set_utilization(rng.random(), at_ns=now + k * 200_000_000)
 
     sender = OtlpMetricsSender(endpoint, protocol)
-    running = start_sampler_thread(source, interval_s=args.interval, export_interval_s=1.0, sender=sender,
-                                   resource={"service.name": "bench"}, energy_poll_s=energy_poll_s)
+    running = start_sampler_thread(source, interval_s=args.interval, export_interval_s=args.export_interval,
+                                   sender=sender, resource={"service.name": "bench"}, energy_poll_s=energy_poll_s)
     threads = {"sampler thread": running.sampler._thread.native_id,  # noqa: SLF001 - measuring it
                "batcher thread": running.batcher._thread.native_id}  # noqa: SLF001
     time.sleep(max(0.0, start_at - time.monotonic()))  # past the one-off start (first connection ...)
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--energy-poll", type=float, default=DEFAULT_ENERGY_POLL_S,
                         help=f"the first sampler's poll period (default {DEFAULT_ENERGY_POLL_S} s, the default)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL)
+    parser.add_argument("--export-interval", type=float, default=1.0, help="seconds between exports (default 1)")
     args = parser.parse_args()
 
     ctx = mp.get_context("spawn")
@@ -175,7 +177,8 @@ def main() -> None:
     receiver.join(5)
 
     print(f"{args.gpus} simulated GPUs at {1 / args.interval:.0f} Hz, OTLP {args.protocol} to 127.0.0.1, "
-          f"exports every 1 s; two samplers side by side over {args.seconds:.0f} s (load {os.getloadavg()[0]:.1f}); "
+          f"exports every {args.export_interval:g} s; two samplers side by side over {args.seconds:.0f} s "
+          f"(load {os.getloadavg()[0]:.1f}); "
           f"receiver: {requests} requests, {points} points")
     for label, r in results.items():
         pct = 100 * r["cpu"] / r["wall"]
