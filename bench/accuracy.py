@@ -17,6 +17,8 @@ that other convention lands from it, not a measurement error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import random
 import time
 from dataclasses import dataclass
 
@@ -41,11 +43,15 @@ class Case:
     sample_interval_s: float
     sampler_phase_ns: int = 37_000_000  # the sampler ticks 37 ms after NVML last updated the counter
     energy_poll_s: float | None = DEFAULT_ENERGY_POLL_S
+    #: each GPU's counter updates at its own random phase (independent boards), not all 37 ms before the ticks
+    random_counter_phases: bool = False
 
 
 CASES = (
     Case("energy counter, 10 Hz", True, 0.1),
+    Case("energy counter, 10 Hz, each GPU's counter at its own phase", True, 0.1, random_counter_phases=True),
     Case("energy counter, 1 Hz", True, 1.0),
+    Case("energy counter, 1 Hz, each GPU's counter at its own phase", True, 1.0, random_counter_phases=True),
     Case("power only (1-s avg), 10 Hz", False, 0.1),
     Case("power only (1-s avg), 1 Hz", False, 1.0),
     # diagnostics: what NVML's 100 ms counter staleness costs without the energy polls
@@ -97,6 +103,11 @@ def run_case(case: Case, duration_s: float, seed: int) -> list[Row]:
                               sample_interval_s=case.sample_interval_s, sampler_phase_ns=case.sampler_phase_ns,
                               energy_poll_s=case.energy_poll_s)
     replay = Replay(settings=settings, start_ns=START_NS)
+    if case.random_counter_phases:
+        rng = random.Random(seed)
+        for node in replay.samplers:
+            for gpu in node.gpus:
+                gpu.counter_phase_ns = rng.randrange(gpu.counter_update_ns)
     joins = [JoinUnderTest(policy) for policy in POLICIES]
     truth: dict[str, float] = {}
 
@@ -124,6 +135,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=90.0, help="simulated seconds of arrivals")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cases", help="only the cases whose label contains this text")
+    parser.add_argument("--energy-poll", type=float, default=DEFAULT_ENERGY_POLL_S,
+                        help=f"the energy poll period of the cases that poll (default {DEFAULT_ENERGY_POLL_S} s)")
     args = parser.parse_args()
     started = time.monotonic()
     print("| input | policy | requests | median error | p95 error | total error | conservation (max GPU) |")
@@ -131,10 +144,13 @@ def main() -> None:
     for case in CASES:
         if args.cases and args.cases not in case.label:
             continue
+        if case.energy_poll_s is not None:
+            case = dataclasses.replace(case, energy_poll_s=args.energy_poll)
         for row in run_case(case, args.duration, args.seed):
             print(f"| {row.case} | {row.policy} | {row.requests} | {row.median_pct:.2f} % | {row.p95_pct:.2f} % "
                   f"| {row.total_pct:+.2f} % | {row.conservation_pct:.3f} % |", flush=True)
-    print(f"\n{args.duration:.0f} s of simulated arrivals per case, seed {args.seed}; "
+    print(f"\n{args.duration:.0f} s of simulated arrivals per case, seed {args.seed}, "
+          f"energy polls every {args.energy_poll * 1e3:.0f} ms; "
           f"wall time {time.monotonic() - started:.0f} s")
 
 

@@ -1,9 +1,10 @@
 """Settings of each component type the collector knows, parsed and checked from its config section.
 
-One parser per type: it takes the section (env already substituted), rejects unknown keys and bad
-values with ConfigError (key relative to the section), and returns a frozen settings object that
-the service builds the running component from. Exporters are the exporters module's own: their
-settings are checked by constructing them.
+One parser per type: it reads the section (env already substituted) through ``Section``, the same
+reader the exporters use, which rejects bad values and unknown keys with ConfigError (key relative
+to the section), and returns a frozen settings object that the service builds the running
+component from. Exporters are the exporters module's own: their settings are checked by
+constructing them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from carbonspan.collector.config_values import (
-    as_mapping,
-    check_known_keys,
-    parse_duration_ns,
-    parse_endpoint,
-    parse_positive,
-)
+from carbonspan.collector.config_values import Section
 from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.processors.attribution import POLICIES, POLICY_TOKENS
@@ -30,12 +25,6 @@ MIB = 1024 * 1024
 DEFAULT_GRPC_ENDPOINT = "127.0.0.1:4317"
 DEFAULT_HTTP_ENDPOINT = "127.0.0.1:4318"
 DEFAULT_HEALTH_ENDPOINT = "127.0.0.1:13133"
-
-
-def _string(value: Any, key: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(key, f"expected a non-empty string, got {value!r}")
-    return value
 
 
 def _from_value_error(exc: ValueError) -> ConfigError:
@@ -71,23 +60,28 @@ class FileStorageSettings:
     directory: str
 
 
-def _health_check(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> HealthCheckSettings:
-    check_known_keys(section, {"endpoint", "path"})
-    host, port = parse_endpoint("endpoint", section.get("endpoint") or DEFAULT_HEALTH_ENDPOINT)
-    path = str(section.get("path") or "/")
+def _health_check(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> HealthCheckSettings:
+    section = Section(data)
+    host, port = section.endpoint("endpoint", DEFAULT_HEALTH_ENDPOINT)
+    path = str(section.raw("path", "/"))
     if not path.startswith("/"):
         raise ConfigError("path", f"must start with /, got {path!r}")
+    section.check_unknown()
     return HealthCheckSettings(host, port, path)
 
 
-def _bearer_token(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> BearerTokenSettings:
-    check_known_keys(section, {"token", "scheme"})
-    return BearerTokenSettings(_string(section.get("token"), "token"), str(section.get("scheme") or "Bearer"))
+def _bearer_token(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> BearerTokenSettings:
+    section = Section(data)
+    settings = BearerTokenSettings(section.required_string("token"), str(section.raw("scheme", "Bearer")))
+    section.check_unknown()
+    return settings
 
 
-def _file_storage(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> FileStorageSettings:
-    check_known_keys(section, {"directory"})
-    return FileStorageSettings(_string(section.get("directory"), "directory"))
+def _file_storage(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> FileStorageSettings:
+    section = Section(data)
+    settings = FileStorageSettings(section.required_string("directory"))
+    section.check_unknown()
+    return settings
 
 
 EXTENSIONS: dict[str, Callable[[str, dict[str, Any], dict[str, Any]], Any]] = {
@@ -119,54 +113,43 @@ class OtlpReceiverSettings:
     http: ServerSettings | None
 
 
-def _server(section: dict[str, Any], default_endpoint: str, size_keys: dict[str, int],
+def _server(section: Section, default_endpoint: str, size_keys: dict[str, int],
             extensions: Mapping[str, Any]) -> ServerSettings:
-    check_known_keys(section, {"endpoint", "tls", "auth", *size_keys})
-    host, port = parse_endpoint("endpoint", section.get("endpoint") or default_endpoint)
+    host, port = section.endpoint("endpoint", default_endpoint)
     max_bytes = 4 * MIB
     for key, unit in size_keys.items():
-        if section.get(key) is not None:
-            max_bytes = int(parse_positive(key, section[key]) * unit)
+        size = section.positive(key)
+        if size is not None:
+            max_bytes = int(size * unit)
     tls = None
-    if section.get("tls") is not None:
-        tls_section = as_mapping(section["tls"], "tls")
-        try:
-            check_known_keys(tls_section, {"cert_file", "key_file"})
-        except ConfigError as exc:
-            raise exc.within("tls") from exc
-        tls = TlsSettings(_string(tls_section.get("cert_file"), "tls.cert_file"),
-                          _string(tls_section.get("key_file"), "tls.key_file"))
+    if section.has("tls"):
+        tls_section = section.section("tls")
+        tls = TlsSettings(tls_section.required_string("cert_file"), tls_section.required_string("key_file"))
     token = None
-    if section.get("auth") is not None:
-        auth = as_mapping(section["auth"], "auth")
-        try:
-            check_known_keys(auth, {"authenticator"})
-        except ConfigError as exc:
-            raise exc.within("auth") from exc
-        name = _string(auth.get("authenticator"), "auth.authenticator")
+    if section.has("auth"):
+        auth = section.section("auth")
+        name = auth.required_string("authenticator")
         extension = extensions.get(name)
         if extension is None or extension.type != "bearertokenauth":
-            raise ConfigError("auth.authenticator", f"{name!r} is not a bearertokenauth extension under extensions")
+            raise ConfigError(auth.key("authenticator"),
+                              f"{name!r} is not a bearertokenauth extension under extensions")
         token = extension.settings
     return ServerSettings(host, port, max_bytes, tls, token)
 
 
-def _otlp_receiver(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> OtlpReceiverSettings:
-    check_known_keys(section, {"protocols"})
-    protocols = as_mapping(section.get("protocols"), "protocols")
-    check_known_keys(protocols, {"grpc", "http"}, "protocols")
-    if not protocols:
-        raise ConfigError("protocols", "name at least one of grpc, http")
+def _otlp_receiver(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> OtlpReceiverSettings:
+    section = Section(data)
+    protocols = section.section("protocols")
     extensions = context.get("extensions", {})
     servers: dict[str, ServerSettings | None] = {"grpc": None, "http": None}
     for name, default, sizes in (("grpc", DEFAULT_GRPC_ENDPOINT, {"max_recv_msg_size_mib": MIB}),
                                  ("http", DEFAULT_HTTP_ENDPOINT, {"max_request_body_size": 1,
                                                                   "max_recv_msg_size_mib": MIB})):
         if name in protocols:
-            try:
-                servers[name] = _server(as_mapping(protocols[name], name), default, sizes, extensions)
-            except ConfigError as exc:
-                raise exc.within(f"protocols.{name}") from exc
+            servers[name] = _server(protocols.section(name), default, sizes, extensions)
+    section.check_unknown()
+    if not any(servers.values()):
+        raise ConfigError("protocols", "name at least one of grpc, http")
     return OtlpReceiverSettings(**servers)
 
 
@@ -194,34 +177,29 @@ class MemoryLimiterSettings:
     retry_after_s: int = 5
 
 
-def _carbon(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> CarbonSettings:
+def _carbon(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> CarbonSettings:
     from carbonspan.collector.intensity_config import facility_from_config, intensity_provider_from_config
 
-    check_known_keys(section, {"policy", "deadline", "retention", "gap", "idle", "counterfactual_regions", "gpu_models",
-                     "intensity", "facility"})
-    policy = section.get("policy", POLICY_TOKENS)
+    section = Section(data)
+    policy = section.raw("policy", POLICY_TOKENS)
     if policy not in POLICIES:
         raise ConfigError("policy", f"expected one of {', '.join(POLICIES)}, got {policy!r}")
-    idle = section.get("idle", IDLE_REPORT)
+    idle = section.raw("idle", IDLE_REPORT)
     if idle not in IDLE_POLICIES:
         raise ConfigError("idle", f"expected one of {', '.join(IDLE_POLICIES)}, got {idle!r}")
-    durations = {}
-    for key, default in (("deadline", "10s"), ("retention", "15m"), ("gap", "2s")):
-        durations[key] = parse_duration_ns(key, section.get(key, default))
-        if key != "deadline" and durations[key] <= 0:
-            raise ConfigError(key, "must be greater than 0")
-    gpu_models = as_mapping(section.get("gpu_models"), "gpu_models")
+    deadline = section.duration_ns("deadline", "10s")
+    retention = section.duration_ns("retention", "15m", allow_zero=False)
+    gap = section.duration_ns("gap", "2s", allow_zero=False)
     regions = []
-    for i, entry in enumerate(section.get("counterfactual_regions") or []):
+    for i, entry in enumerate(section.raw("counterfactual_regions") or []):
         provider, sep, region = str(entry).partition("/")
         if not sep or not provider or not region:
             raise ConfigError(f"counterfactual_regions[{i}]", f"expected provider/region, got {entry!r}")
         regions.append((provider, region))
-    join = JoinSettings(policy=policy, deadline_ns=durations["deadline"], retention_ns=durations["retention"],
-                        gap_ns=durations["gap"], gpu_models={str(k): str(v) for k, v in gpu_models.items()},
-                        counterfactual_regions=tuple(regions), idle=idle)
-    intensity = as_mapping(section.get("intensity"), "intensity")
-    facility = as_mapping(section.get("facility"), "facility")
+    join = JoinSettings(policy=policy, deadline_ns=deadline, retention_ns=retention, gap_ns=gap,
+                        gpu_models=section.string_map("gpu_models"), counterfactual_regions=tuple(regions), idle=idle)
+    intensity, facility = section.mapping("intensity"), section.mapping("facility")
+    section.check_unknown()
     try:
         intensity_provider_from_config(intensity)  # checked now; built again, fresh, by the service
         facility_from_config(facility)
@@ -230,33 +208,36 @@ def _carbon(component_id: str, section: dict[str, Any], context: dict[str, Any])
     return CarbonSettings(join, intensity, facility)
 
 
-def _rollup(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> RollupSettings:
-    check_known_keys(section, {"settle", "idle_timeout", "max_traces"})
-    settle = parse_duration_ns("settle", section.get("settle", "5s"))
-    idle = parse_duration_ns("idle_timeout", section.get("idle_timeout", "30s"))
+def _rollup(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> RollupSettings:
+    section = Section(data)
+    settle = section.duration_ns("settle", "5s")
+    idle = section.duration_ns("idle_timeout", "30s")
     if idle < settle:
         raise ConfigError("idle_timeout", "must be at least settle")
-    max_traces = int(parse_positive("max_traces", section.get("max_traces", 200_000), integer=True))
+    max_traces = section.positive_int("max_traces", 200_000)
+    section.check_unknown()
     return RollupSettings(settle_ns=settle, idle_timeout_ns=idle, max_traces=max_traces)
 
 
-def _batch(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> BatchSettings:
-    check_known_keys(section, {"send_batch_size", "timeout"})
-    size = int(parse_positive("send_batch_size", section.get("send_batch_size", 8192), integer=True))
-    timeout = parse_duration_ns("timeout", section.get("timeout", "200ms"))
-    return BatchSettings(size, timeout)
+def _batch(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> BatchSettings:
+    section = Section(data)
+    settings = BatchSettings(section.positive_int("send_batch_size", 8192), section.duration_ns("timeout", "200ms"))
+    section.check_unknown()
+    return settings
 
 
-def _memory_limiter(component_id: str, section: dict[str, Any], context: dict[str, Any]) -> MemoryLimiterSettings:
-    check_known_keys(section, {"limit_spans", "limit_mib", "retry_after"})
-    spans = section.get("limit_spans")
-    mib = section.get("limit_mib")
+def _memory_limiter(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> MemoryLimiterSettings:
+    section = Section(data)
+    spans, mib = section.positive("limit_spans"), section.positive("limit_mib")
     if spans is None and mib is None:
         raise ConfigError("limit_spans", "set limit_spans, limit_mib or both")
-    retry = parse_duration_ns("retry_after", section.get("retry_after", "5s"))
+    if spans is not None and spans != int(spans):
+        raise ConfigError("limit_spans", f"expected a positive integer, got {spans!r}")
+    retry = section.duration_ns("retry_after", "5s")
+    section.check_unknown()
     return MemoryLimiterSettings(
-        limit_spans=int(parse_positive("limit_spans", spans, integer=True)) if spans is not None else None,
-        limit_bytes=int(parse_positive("limit_mib", mib) * MIB) if mib is not None else None,
+        limit_spans=int(spans) if spans is not None else None,
+        limit_bytes=int(mib * MIB) if mib is not None else None,
         retry_after_s=max(1, round(retry / 10**9)),
     )
 

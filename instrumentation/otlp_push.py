@@ -5,8 +5,9 @@ point per series (a gauge's last value, a counter's running total), so ten 100 m
 between two 1 s exports would reach the collector as one, and a 300 ms prefill span could not be
 priced. So this module builds ``ExportMetricsServiceRequest`` messages itself with
 opentelemetry-proto, one data point per sample, and sends them with grpcio's ``MetricsServiceStub``
-or as an HTTP/protobuf POST, configured from the same ``OTEL_EXPORTER_OTLP_*`` variables as the
-SDK's exporters. The SDK is still used for what it does well: the resource (``Resource.create``
+or as an HTTP/protobuf POST with urllib3 (no background threads, unlike grpcio; about half the CPU
+of requests per POST, see docs/sampler.md "Cost"), configured from the same ``OTEL_EXPORTER_OTLP_*``
+variables as the SDK's exporters. The SDK is still used for what it does well: the resource (``Resource.create``
 reads ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``) and the header syntax.
 
 Shared by the GPU power sampler and the vLLM plugin's worker load counters.
@@ -26,7 +27,7 @@ from typing import TextIO
 from urllib.parse import urlparse
 
 import grpc
-import requests
+import urllib3
 from google.protobuf import json_format
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -113,11 +114,15 @@ class OtlpMetricsSender:
             # gRPC metadata keys must be lower case.
             self._metadata = tuple((k.lower(), v) for k, v in self._headers.items())
         else:
-            self._session = requests.Session()
-            self._session.headers.update({"Content-Type": "application/x-protobuf", **self._headers})
+            self._headers = {"Content-Type": "application/x-protobuf", **self._headers}
             if gzip_compression:
-                self._session.headers["Content-Encoding"] = "gzip"
-            self._verify: bool | str = certificate_file or True
+                self._headers["Content-Encoding"] = "gzip"
+            # One retry, for a connection that failed to open (urllib3 never retries a POST whose
+            # response failed to arrive: the receiver may have taken it). Anything else raises,
+            # and the batcher keeps the points for the next flush.
+            self._pool = urllib3.PoolManager(
+                ca_certs=certificate_file, retries=urllib3.Retry(total=1, redirect=0), timeout=timeout_s
+            )
 
     @classmethod
     def from_env(
@@ -126,12 +131,17 @@ class OtlpMetricsSender:
         protocol: str | None = None,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        *,
+        default_protocol: str = PROTOCOL_GRPC,
     ) -> OtlpMetricsSender:
         """Explicit arguments win over ``OTEL_EXPORTER_OTLP_METRICS_*``, which win over
-        ``OTEL_EXPORTER_OTLP_*``. An HTTP endpoint given without a path gets ``/v1/metrics``, as
-        the generic ``OTEL_EXPORTER_OTLP_ENDPOINT`` does in the SDK."""
+        ``OTEL_EXPORTER_OTLP_*``, which win over ``default_protocol`` (gRPC, as the vLLM plugin's
+        span exporter; the GPU sampler passes http/protobuf, the OTel spec's default). An HTTP
+        endpoint given without a path gets ``/v1/metrics``, as the generic
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` does in the SDK."""
         protocol = protocol or _env(OTEL_EXPORTER_OTLP_METRICS_PROTOCOL, OTEL_EXPORTER_OTLP_PROTOCOL)
-        protocol = (protocol or PROTOCOL_GRPC).strip()
+        chosen = protocol
+        protocol = (protocol or default_protocol).strip()
         metrics_endpoint = os.environ.get(OTEL_EXPORTER_OTLP_METRICS_ENDPOINT)
         if endpoint is None and metrics_endpoint:
             endpoint = metrics_endpoint  # signal-specific: used exactly as given
@@ -143,6 +153,9 @@ class OtlpMetricsSender:
                 endpoint = endpoint.rstrip("/") + _HTTP_METRICS_PATH
         if protocol == PROTOCOL_HTTP_PROTOBUF and urlparse(endpoint).path in ("", "/"):
             endpoint = endpoint.rstrip("/") + _HTTP_METRICS_PATH
+        if not chosen and protocol == PROTOCOL_HTTP_PROTOBUF and urlparse(endpoint).port == 4317:
+            logger.warning("OTLP over HTTP to %s, the OTLP/gRPC port: set OTEL_EXPORTER_OTLP_PROTOCOL=grpc "
+                           "(or send to the receiver's HTTP port, 4318)", endpoint)
         if headers is None:
             raw = _env(OTEL_EXPORTER_OTLP_METRICS_HEADERS, OTEL_EXPORTER_OTLP_HEADERS)
             headers = parse_env_headers(raw, liberal=True) if raw else {}
@@ -172,13 +185,12 @@ class OtlpMetricsSender:
             body = request.SerializeToString()
             if self._gzip:
                 body = gzip.compress(body)
-            http_response = self._session.post(
-                self.endpoint, data=body, timeout=self.timeout_s, verify=self._verify
-            )
-            http_response.raise_for_status()
+            http_response = self._pool.request("POST", self.endpoint, body=body, headers=self._headers)
+            if http_response.status >= 300:
+                raise OSError(f"OTLP/HTTP receiver answered {http_response.status}: {http_response.data[:200]!r}")
             response = ExportMetricsServiceResponse()
             if http_response.headers.get("Content-Type", "").startswith("application/x-protobuf"):
-                response.ParseFromString(http_response.content)
+                response.ParseFromString(http_response.data)
         rejected = response.partial_success.rejected_data_points
         if rejected:
             # Resending would be rejected again: report and move on.
@@ -190,7 +202,7 @@ class OtlpMetricsSender:
         if self.protocol == PROTOCOL_GRPC:
             self._channel.close()
         else:
-            self._session.close()
+            self._pool.clear()
 
 
 class ConsoleMetricsSender:

@@ -7,14 +7,14 @@ seconds for ``time``) and ``T_k`` the same measure summed over every worker on t
 load counters). When the counters agree with the spans, the shares of all spans in an interval
 add up to one, which is what makes ``attributed + idle = measured`` hold per GPU.
 
-Two ways to the same figures. ``attribute_measured`` walks the pieces of one span: exact in
-every case, and the reference. ``WindowPricer`` serves the many spans released together on one
-GPU: it cuts the GPU's intervals once over the stretch they cover and keeps running sums of the
-per-piece densities, so that a span costs a few bisects; where a share would reach its cap of
-one (the counters say the GPU did less work than the span claims), or the span is not inside
-the stretch, it answers None and the walk decides. A span touches a handful of intervals, so
-both are plain Python over lists: numpy's per-call overhead on arrays this small cost more than
-the arithmetic (bench/join_hotpath.py).
+Two ways to the same figures. ``attribute_measured`` walks the pieces of one span in plain
+Python (a span touches a handful of intervals: numpy's per-call overhead would cost more than
+the arithmetic): exact in every case, and the reference. ``WindowPricer`` serves the many spans
+released together on one GPU: it cuts the GPU's intervals once over the stretch they cover and
+keeps running integrals of the per-piece densities, so that all the spans are priced with a few
+numpy calls (searches and differences); where a share would reach its cap of one (the counters
+say the GPU did less work than the span claims), or a span is not inside the stretch, it says
+so and the walk decides.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
 
 from carbonspan.processors import semconv
 from carbonspan.processors.series import CumulativeSeries
@@ -38,8 +41,10 @@ POLICY_LOAD_METRIC = {
 LoadCurve = Callable[[list[int]], "list[float] | None"]
 
 
-@dataclass(frozen=True)
-class GpuAttribution:
+class GpuAttribution(NamedTuple):
+    """A tuple, not a frozen dataclass: one is made per span and GPU, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) cost more than the pricing itself."""
+
     energy_j: float
     gpu_seconds: float  # the span's share of the GPU's time, for amortising embodied carbon
     window_energy_j: float  # all of the GPU's energy over the intervals the span touched
@@ -209,93 +214,113 @@ _CAP = 1.0 + 1e-9
 
 @dataclass(frozen=True, slots=True)
 class _Sums:
-    """Running sums over a window's pieces of the densities one weighting gives (``rates``: the
-    phase's tokens per request-second per piece; None: weighted by time alone). For a span inside
-    the window with tokens m and weight R = its integral of the rate, piece j's share of its
-    energy is m x o_j x r_j / (R x W_j) (o_j: the span's overlap with the piece, W_j: the piece's
-    work), so the span's energy is m / R times the integral of E_j x r_j / W_j over the span:
-    one difference of running sums. Without load counters a piece's share is o_j / dt_j."""
+    """Densities per piece, and their running integrals, of one weighting (``rates``: the phase's
+    tokens per request-second per piece; None: weighted by time alone). For a span inside the
+    window with tokens m and weight R = its integral of the rate, piece j's share of its energy is
+    m x o_j x r_j / (R x W_j) (o_j: the span's overlap with the piece, W_j: the piece's work), so
+    the span's energy is m / R times the integral of E_j x r_j / W_j over the span: one difference
+    of running integrals. Without load counters a piece's share is o_j / dt_j."""
 
-    weight: list[float]  # integral of r
-    energy: list[float]  # integral of E r / W (no load: E / dt)
-    seconds: list[float]  # integral of dt r / W x 1e-9 (no load: 1e-9)
-    peak: list[float]  # per piece, dt r / W: the share a span of weight R and tokens m gets is at most m / R x this
+    weight: tuple[np.ndarray, np.ndarray]  # (density, running integral) of r
+    energy: tuple[np.ndarray, np.ndarray]  # of E r / W (no load: E / dt)
+    seconds: tuple[np.ndarray, np.ndarray]  # of dt r / W x 1e-9 (no load: 1e-9)
+    peak: np.ndarray  # per piece dt r / W (and a 0 after the last): a span's share is at most m / R x this
+
+
+class PricedSpans(NamedTuple):
+    """Per span: its attribution on the GPU where ``ok``; elsewhere ``attribute_measured`` decides."""
+
+    energy_j: np.ndarray
+    gpu_seconds: np.ndarray
+    window_energy_j: np.ndarray
+    interpolated: np.ndarray  # a sampling interval longer than the gap inside the span's window
+    ok: np.ndarray
 
 
 class WindowPricer:
     """One GPU's pieces between ``lo`` and ``hi`` (clipped to its series, which must have two
-    points) with running sums per weighting, for ``price``. Built per release from the telemetry
-    as it is then."""
+    points) with running integrals per weighting, for ``price``. Built per release from the
+    telemetry as it is then; prices all the release's spans on the GPU in one go."""
 
     def __init__(self, series: CumulativeSeries, load: LoadCurve, breakpoints: LoadBreakpoints, lo: int, hi: int,
                  gap_ns: int, idle_w: float | None, phase_rate: Callable[[str, list[int]], list[float] | None]) -> None:
         times, cum = series.points()
         i0 = min(max(bisect.bisect_right(times, lo) - 1, 0), len(times) - 2)  # at least one interval
         i1 = min(max(bisect.bisect_left(times, hi), i0 + 1), len(times) - 1)
-        self.edges = times[i0 : i1 + 1]
-        self.cum = cum[i0 : i1 + 1]
-        self.gaps = [0]  # running count of intervals longer than gap_ns
-        for t0, t1 in zip(self.edges, self.edges[1:], strict=False):
-            self.gaps.append(self.gaps[-1] + (t1 - t0 > gap_ns))
-        self.cut = pieces(self.edges, self.cum, load, breakpoints, idle_w)
-        self.bounds = [self.cut[0].start] + [p.end for p in self.cut]
+        edges = times[i0 : i1 + 1]
+        self.cut = pieces(edges, cum[i0 : i1 + 1], load, breakpoints, idle_w)
+        self.edges = np.array(edges, dtype=np.int64)
+        self.cum = np.array(cum[i0 : i1 + 1])
+        # running count of the intervals longer than gap_ns
+        self.gaps = np.concatenate([[0], np.cumsum(np.diff(self.edges) > gap_ns)])
+        self.bounds_list = [self.cut[0].start] + [p.end for p in self.cut]
+        self.bounds = np.array(self.bounds_list, dtype=np.int64)
         self.has_load = self.cut[0].load is not None
         self._phase_rate = phase_rate
         self._sums: dict[str | None, _Sums | None] = {}
 
     def _weighted(self, phase: str | None) -> _Sums | None:
         if phase not in self._sums:
-            rates = self._phase_rate(phase, self.bounds) if phase is not None else [1.0] * len(self.cut)
-            self._sums[phase] = None if rates is None else self._running_sums(rates)
+            rates = self._phase_rate(phase, self.bounds_list) if phase is not None else [1.0] * len(self.cut)
+            self._sums[phase] = None if rates is None else self._running_sums(np.asarray(rates, dtype=float))
         return self._sums[phase]
 
-    def _running_sums(self, rates: list[float]) -> _Sums:
-        weight, energy, seconds, peak = [0.0], [0.0], [0.0], []
-        for piece, r in zip(self.cut, rates, strict=True):
-            dt = piece.end - piece.start
-            work = piece.load
-            if work is None:
-                e, s, h = (piece.energy_j / dt if dt > 0 else 0.0), 1e-9, 0.0
-            elif work <= 0:
-                e = s = h = 0.0
-            else:
-                e, s, h = piece.energy_j * r / work, dt * 1e-9 * r / work, dt * r / work
-            weight.append(weight[-1] + dt * r)
-            energy.append(energy[-1] + dt * e)
-            seconds.append(seconds[-1] + dt * s)
-            peak.append(h)
-        return _Sums(weight, energy, seconds, peak)
-
-    def price(self, a: int, b: int, measure: float, phase: str | None) -> GpuAttribution | None:
-        """The span's attribution, or None where ``attribute_measured`` must decide: the span is not
-        inside the window, has no length, or a share would be capped."""
-        edges = self.edges
-        if not (edges[0] <= a < b <= edges[-1]):
-            return None
-        i0, i1 = bisect.bisect_right(edges, a) - 1, bisect.bisect_left(edges, b)
-        window = self.cum[i1] - self.cum[i0]
-        quality = _quality(False, self.gaps[i1] > self.gaps[i0])
-        bounds = self.bounds
-        j0, j1 = bisect.bisect_right(bounds, a) - 1, bisect.bisect_left(bounds, b) - 1
-        da, db = a - bounds[j0], b - bounds[j1]
-
-        def integral(running: list[float]) -> float:
-            """Of the piecewise-constant density whose running sums these are, over [a, b]."""
-            rate0 = (running[j0 + 1] - running[j0]) / (bounds[j0 + 1] - bounds[j0])
-            rate1 = (running[j1 + 1] - running[j1]) / (bounds[j1 + 1] - bounds[j1])
-            return running[j1] + db * rate1 - running[j0] - da * rate0
-
-        sums = self._weighted(phase) if phase is not None and self.has_load else None
-        total = integral(sums.weight) if sums is not None else 0.0
-        if total <= 0:  # no phase rate, or none over the span: spread by time
-            sums = self._weighted(None)
-            total = float(b - a)
+    def _running_sums(self, rates: np.ndarray) -> _Sums:
+        dt = np.diff(self.bounds).astype(float)
+        energy = np.array([p.energy_j for p in self.cut])
         if not self.has_load:
-            return GpuAttribution(integral(sums.energy), integral(sums.seconds), window, quality)
-        scale = measure / total
-        if scale * max(sums.peak[j0 : j1 + 1]) > _CAP:
-            return None
-        return GpuAttribution(scale * integral(sums.energy), scale * integral(sums.seconds), window, quality)
+            e, s, h = energy / dt, np.full(len(dt), 1e-9), np.zeros(len(dt))
+        else:
+            work = np.array([p.load for p in self.cut], dtype=float)
+            busy = work > 0
+            per_work = np.divide(rates, work, out=np.zeros(len(dt)), where=busy)  # r / W; no work: no share
+            e, s, h = energy * per_work, dt * 1e-9 * per_work, dt * per_work
+
+        def running(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return density, np.concatenate([[0.0], np.cumsum(dt * density)])
+
+        return _Sums(running(rates), running(e), running(s), np.append(h, 0.0))
+
+    def price(self, a: np.ndarray, b: np.ndarray, measure: np.ndarray, phase: str | None) -> PricedSpans:
+        """Spans [a, b] (int64 ns) with their measures; not ``ok`` where the span is not inside the
+        window, has no length, or a share would be capped."""
+        edges, bounds = self.edges, self.bounds
+        ok = (edges[0] <= a) & (a < b) & (b <= edges[-1])
+        last_edge, last_piece = len(edges) - 1, len(bounds) - 2
+        i0 = np.clip(np.searchsorted(edges, a, "right") - 1, 0, last_edge)
+        i1 = np.clip(np.searchsorted(edges, b, "left"), 0, last_edge)
+        j0 = np.clip(np.searchsorted(bounds, a, "right") - 1, 0, last_piece)
+        j1 = np.clip(np.searchsorted(bounds, b, "left") - 1, 0, last_piece)
+        da, db = (a - bounds[j0]).astype(float), (b - bounds[j1]).astype(float)
+
+        def integral(sums: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            """Of the piecewise-constant density over each [a, b]."""
+            density, run = sums
+            return run[j1] + db * density[j1] - run[j0] - da * density[j0]
+
+        time_sums = self._weighted(None)
+        weighted = self._weighted(phase) if phase is not None and self.has_load else None
+        # no phase rate, or none over the span: spread by time
+        total = integral(weighted.weight) if weighted is not None else np.zeros(len(a))
+        by_time = total <= 0
+        total = np.where(by_time, (b - a).astype(float), total)
+
+        def pick(field: str) -> np.ndarray:
+            by_rate = integral(getattr(weighted, field)) if weighted is not None else 0.0
+            return np.where(by_time, integral(getattr(time_sums, field)), by_rate)
+
+        energy, seconds = pick("energy"), pick("seconds")
+        if self.has_load:
+            scale = np.divide(measure, total, out=np.zeros(len(a)), where=total > 0)
+            energy, seconds = energy * scale, seconds * scale
+            peak_by_time = np.maximum.reduceat(time_sums.peak, np.stack([j0, j1 + 1], axis=1).ravel())[::2]
+            if weighted is not None:
+                peak_by_rate = np.maximum.reduceat(weighted.peak, np.stack([j0, j1 + 1], axis=1).ravel())[::2]
+                peak = np.where(by_time, peak_by_time, peak_by_rate)
+            else:
+                peak = peak_by_time
+            ok &= scale * peak <= _CAP
+        return PricedSpans(energy, seconds, self.cum[i1] - self.cum[i0], self.gaps[i1] > self.gaps[i0], ok)
 
 
 def attribute_estimated(power_w: float, load: LoadCurve, a: int, b: int, measure: float) -> GpuAttribution:

@@ -14,6 +14,7 @@ import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
@@ -47,6 +48,7 @@ IDLE_REPORT = "report"
 IDLE_AMORTIZE = "amortize"
 IDLE_POLICIES = (IDLE_REPORT, IDLE_AMORTIZE)
 SECONDS_PER_YEAR = 365.25 * 24 * 3600
+_RANK = {quality: rank for rank, quality in enumerate(semconv.QUALITIES)}  # higher is worse
 J_PER_KWH = 3.6e6
 #: the tokens a span computed, where it does not say so in carbon.tokens.
 _DEFAULT_TOKENS_ATTRIBUTE = {
@@ -111,9 +113,11 @@ class GpuFacts:
     embodied_source: str  # the figure's source, or why there is none
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class NodeContext:
-    """What a span's resource says about where it ran, parsed once per distinct resource."""
+    """What a span's resource says about where it ran, parsed once per distinct resource. Compared
+    and hashed by identity: it keys the join's per-release groups and caches, where hashing its
+    fields for every span cost more than the lookups."""
 
     gpu_ids: tuple[str, ...]
     gpu_model: str | None
@@ -161,6 +165,8 @@ class _Pending:
     end_ns: int = 0
     fresh: bool = True  # none of the attributes the join writes is on the span yet
     released: bool = False
+    #: a compute span's (energy, idle share, embodied, quality, embodied source), priced with its release
+    priced: tuple | None = None
 
 
 class CarbonJoin:
@@ -185,7 +191,7 @@ class CarbonJoin:
         # arrive (they may name its model); the pricers, with the stretch of each GPU's data that the spans of
         # one release cover, live for that release.
         self._facts: dict[tuple[str, str | None], GpuFacts] = {}
-        self._unpriced: dict[tuple[NodeContext, IntensityReading], tuple[dict, bytes]] = {}
+        self._unpriced: dict[tuple, tuple[dict, bytes]] = {}
         self._windows: dict[str, tuple[int, int]] = {}
         self._pricers: dict[str, WindowPricer | None] = {}
 
@@ -236,7 +242,7 @@ class CarbonJoin:
         while self._by_deadline and (flush or self._by_deadline[0][0] <= now_ns):
             out.append(heapq.heappop(self._by_deadline)[2])
         self.ledger.advance(self.telemetry, self._load_metric, self._idle_watts)  # idle amortisation reads it
-        self._plan_windows(out)
+        self._price_release(out)
         groups = SpanGroups()
         for pending in out:
             if pending.released:
@@ -246,7 +252,7 @@ class CarbonJoin:
             span = groups.add(pending.resource_spans, pending.scope_spans, pending.span)
             pending.span = b""  # the heaps may still reference the entry until they are compacted
             if pending.node is not None:
-                self._enrich(span, pending.node, pending.inputs, pending.fresh, figures)
+                self._enrich(span, pending, figures)
         self._windows.clear()
         self._pricers.clear()
         self._compact()
@@ -266,20 +272,71 @@ class CarbonJoin:
         return drained
 
     # ------------------------------------------------------------------ internals
-    def _plan_windows(self, releasing: list[_Pending]) -> None:
-        """The stretch of each GPU's data that the compute spans about to be released cover: one
-        ``WindowPricer`` per GPU then prices them all."""
-        windows = self._windows
+    def _price_release(self, releasing: list[_Pending]) -> None:
+        """Price every compute span about to be released: per GPU, the stretch of its data that
+        they cover becomes one ``WindowPricer``, which prices each node's spans of one phase in one
+        go; the few it declines are walked one by one (``_attribute``)."""
+        groups: dict[tuple[NodeContext, str], list[_Pending]] = {}
         for pending in releasing:
             node = pending.node
-            if node is None or pending.released:
+            if node is None or pending.released or pending.priced is not None:
                 continue
-            if pending.inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
+            phase = pending.inputs.get(semconv.CARBON_PHASE)
+            if phase not in semconv.COMPUTE_PHASES:
                 continue
+            pending.priced = ()  # taken: a span popped from both heaps is priced once
+            groups.setdefault((node, phase), []).append(pending)
             a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
             for gpu_id in node.gpu_ids:
-                known = windows.get(gpu_id)
-                windows[gpu_id] = (a, b) if known is None else (min(known[0], a), max(known[1], b))
+                known = self._windows.get(gpu_id)
+                self._windows[gpu_id] = (a, b) if known is None else (min(known[0], a), max(known[1], b))
+        for (node, phase), group in groups.items():
+            self._price_group(node, phase, group)
+
+    def _price_group(self, node: NodeContext, phase: str, group: list[_Pending]) -> None:
+        a = np.array([p.start_ns for p in group], dtype=np.int64)
+        b = np.maximum(np.array([p.end_ns for p in group], dtype=np.int64), a)
+        tokens = [self._tokens(p.inputs, phase) for p in group]
+        tokens_policy = self.settings.policy == POLICY_TOKENS
+        measure = np.array(tokens) if tokens_policy else (b - a) * 1e-9
+        rate_phase = phase if tokens_policy else None
+        energy, idle, embodied = np.zeros(len(group)), np.zeros(len(group)), np.zeros(len(group))
+        rank = np.zeros(len(group), dtype=np.int64)  # of the worst quality so far
+        sources = set()
+        for gpu_id in node.gpu_ids:
+            gpu_energy, gpu_seconds, gpu_rank = self._price_on_gpu(gpu_id, node, a, b, measure, rate_phase, phase)
+            counted = gpu_rank <= _RANK[semconv.QUALITY_EXTRAPOLATED]  # measured energy, booked in the ledger
+            if self.settings.idle == IDLE_AMORTIZE:
+                idle += np.where(counted, gpu_energy, 0.0) * self.ledger.idle_per_busy_joule(gpu_id)
+            self.ledger.attribute(gpu_id, float(np.sum(gpu_energy[counted])))
+            energy += gpu_energy
+            rank = np.maximum(rank, gpu_rank)
+            facts = self._gpu_facts(gpu_id, node)
+            if facts.embodied_g_per_s is not None:
+                embodied += facts.embodied_g_per_s * gpu_seconds
+            sources.add(facts.embodied_source)
+        source = "; ".join(sorted(sources)) or None
+        for pending, e, i, m, r in zip(group, (energy + idle).tolist(), idle.tolist(), embodied.tolist(),
+                                       rank.tolist(), strict=True):
+            pending.priced = (e, i, m, semconv.QUALITIES[r], source)
+
+    def _price_on_gpu(self, gpu_id: str, node: NodeContext, a: np.ndarray, b: np.ndarray, measure: np.ndarray,
+                      rate_phase: str | None, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(energy, GPU-seconds, quality rank) of each span on one GPU."""
+        info = self.telemetry.gpus.get(gpu_id)
+        series = info.series if info else None
+        if series is not None and len(series) >= 2:
+            priced = self._pricer(gpu_id, series, node).price(a, b, measure, rate_phase)
+            energy, seconds = priced.energy_j, priced.gpu_seconds
+            rank = np.where(priced.interpolated, _RANK[semconv.QUALITY_INTERPOLATED], _RANK[semconv.QUALITY_MEASURED])
+            walk = np.flatnonzero(~priced.ok)
+        else:
+            energy, seconds, rank = np.zeros(len(a)), np.zeros(len(a)), np.zeros(len(a), dtype=np.int64)
+            walk = range(len(a))
+        for k in walk:
+            result = self._attribute(gpu_id, node, int(a[k]), int(b[k]), float(measure[k]), phase)
+            energy[k], seconds[k], rank[k] = result.energy_j, result.gpu_seconds, _RANK[result.quality]
+        return energy, seconds, rank
 
     def _compact(self) -> None:
         """Drop heap entries of spans already released through the other heap."""
@@ -356,13 +413,13 @@ class CarbonJoin:
     def _idle_watts(self, gpu_id: str, node: NodeContext | None = None) -> float | None:
         return self._gpu_facts(gpu_id, node).idle_w
 
-    def _pricer(self, gpu_id: str, series: CumulativeSeries, node: NodeContext) -> WindowPricer | None:
-        if gpu_id not in self._pricers:
-            window = self._windows.get(gpu_id)
-            self._pricers[gpu_id] = None if window is None else WindowPricer(
-                series, *self._load_access(gpu_id), *window, self.settings.gap_ns, self._idle_watts(gpu_id, node),
-                functools.partial(self.telemetry.phase_token_rates, gpu_id))
-        return self._pricers[gpu_id]
+    def _pricer(self, gpu_id: str, series: CumulativeSeries, node: NodeContext) -> WindowPricer:
+        pricer = self._pricers.get(gpu_id)
+        if pricer is None:
+            pricer = self._pricers[gpu_id] = WindowPricer(
+                series, *self._load_access(gpu_id), *self._windows[gpu_id], self.settings.gap_ns,
+                self._idle_watts(gpu_id, node), functools.partial(self.telemetry.phase_token_rates, gpu_id))
+        return pricer
 
     def _load_access(self, gpu_id: str) -> tuple[Callable[[list[int]], list[float] | None],
                                                   Callable[[int, int], list[int]]]:
@@ -377,10 +434,6 @@ class CarbonJoin:
         if series is not None and len(series) >= 2:
             # the time policy's measure (seconds) accrues evenly over the span: no rate needed
             rate_phase = phase if self.settings.policy == POLICY_TOKENS else None
-            pricer = self._pricer(gpu_id, series, node)
-            priced = pricer.price(a, b, measure, rate_phase) if pricer is not None else None
-            if priced is not None:
-                return priced
             rate = functools.partial(self.telemetry.phase_token_rates, gpu_id, phase) if rate_phase else None
             return attribute_measured(series, *self._load_access(gpu_id), a, b, measure, self.settings.gap_ns,
                                       self._idle_watts(gpu_id, node), rate)
@@ -390,13 +443,14 @@ class CarbonJoin:
             return attribute_estimated(estimated_w, load, a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
-    def _enrich(self, span: Span, node: NodeContext, attrs: dict, fresh: bool, figures: SpanFigures | None) -> None:
+    def _enrich(self, span: Span, pending: _Pending, figures: SpanFigures | None) -> None:
+        node, attrs, fresh = pending.node, pending.inputs, pending.fresh
         a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
         phase = attrs.get(semconv.CARBON_PHASE)
         reading = self._intensity(node.location, (a + b) // 2)
         if phase in semconv.COMPUTE_PHASES:
             tokens = self._tokens(attrs, phase)
-            energy, idle, embodied, quality, embodied_source = self._price(node, phase, a, b, tokens)
+            energy, idle, embodied, quality, embodied_source = pending.priced
             values = self._output(node, reading, (a + b) // 2, energy, idle, embodied, quality, embodied_source)
             add_span_attributes(span, values, fresh)
         else:  # the same attributes for every such span of the node while the grid reading holds
@@ -430,28 +484,6 @@ class CarbonJoin:
             sums[1] += operational + embodied
             sums[2] += tokens
 
-    def _price(self, node: NodeContext, phase: str, a: int, b: int, tokens: float
-               ) -> tuple[float, float, float, str, str | None]:
-        """A compute span's energy (idle share included), idle share, embodied gCO2e, quality and
-        embodied sources, summed over its GPUs."""
-        measure = tokens if self.settings.policy == POLICY_TOKENS else (b - a) * 1e-9
-        energy = embodied = idle = 0.0
-        quality = semconv.QUALITY_MEASURED
-        embodied_sources: set[str] = set()
-        for gpu_id in node.gpu_ids:
-            result = self._attribute(gpu_id, node, a, b, measure, phase)
-            energy += result.energy_j
-            quality = semconv.worse_quality(quality, result.quality)
-            facts = self._gpu_facts(gpu_id, node)
-            if facts.embodied_g_per_s is not None:
-                embodied += facts.embodied_g_per_s * result.gpu_seconds
-            embodied_sources.add(facts.embodied_source)
-            if result.quality in (semconv.QUALITY_MEASURED, semconv.QUALITY_INTERPOLATED, semconv.QUALITY_EXTRAPOLATED):
-                if self.settings.idle == IDLE_AMORTIZE:
-                    idle += result.energy_j * self.ledger.idle_per_busy_joule(gpu_id)
-                self.ledger.attribute(gpu_id, result.energy_j)
-        return energy + idle, idle, embodied, quality, "; ".join(sorted(embodied_sources)) or None
-
     def _output(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
                 embodied: float, quality: str, embodied_source: str | None) -> dict:
         """The attributes the join writes on a span."""
@@ -482,7 +514,7 @@ class CarbonJoin:
 
     def _unpriced_output(self, node: NodeContext, reading: IntensityReading, time_ns: int) -> tuple[dict, bytes]:
         """What the join writes on a span that computed nothing (queue, kv_transfer), and its encoding."""
-        key = (node, reading)
+        key = (node, reading.gco2e_per_kwh, reading.source, reading.zone)  # what the output reads of it
         cached = self._unpriced.get(key)
         if cached is None:
             if len(self._unpriced) > 1024:  # bounded: nodes and grid readings are few, but never trust input

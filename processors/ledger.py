@@ -42,7 +42,10 @@ class Ledger:
         self._accounts: dict[str, _Account] = {}
 
     def attribute(self, gpu_id: str, energy_j: float) -> None:
-        self._accounts.setdefault(gpu_id, _Account()).attributed_j += energy_j
+        account = self._accounts.get(gpu_id)
+        if account is None:  # not setdefault: that would build an account for every span
+            account = self._accounts[gpu_id] = _Account()
+        account.attributed_j += energy_j
 
     def idle_per_busy_joule(self, gpu_id: str) -> float:
         """Idle energy per joule of busy energy, over the GPU's booked history: the factor that

@@ -149,7 +149,7 @@ def test_sender_reads_signal_specific_variables_first(monkeypatch):
     assert sender.protocol == PROTOCOL_HTTP_PROTOBUF
     assert sender.endpoint == "http://generic:4318/v1/metrics"
     assert sender.timeout_s == 3.0
-    assert sender._session.headers["x-tenant"] == "b"
+    assert sender._headers["x-tenant"] == "b"
     sender.close()
 
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://metrics:9999/custom/path")
@@ -170,3 +170,22 @@ def test_grpc_defaults_and_bad_protocol(monkeypatch):
     sender.close()
     with pytest.raises(ValueError, match="protocol"):
         OtlpMetricsSender.from_env(protocol="http/json")
+
+
+def test_default_protocol_is_the_callers_and_the_environment_wins(monkeypatch, caplog):
+    for name in ("ENDPOINT", "PROTOCOL", "METRICS_ENDPOINT", "METRICS_PROTOCOL"):
+        monkeypatch.delenv(f"OTEL_EXPORTER_OTLP_{name}", raising=False)
+    sender = OtlpMetricsSender.from_env(default_protocol=PROTOCOL_HTTP_PROTOBUF)
+    assert (sender.protocol, sender.endpoint) == (PROTOCOL_HTTP_PROTOBUF, "http://localhost:4318/v1/metrics")
+    sender.close()
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317")
+    sender = OtlpMetricsSender.from_env(default_protocol=PROTOCOL_HTTP_PROTOBUF)
+    assert sender.endpoint == "http://collector:4317/v1/metrics"
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL=grpc" in caplog.text  # HTTP to the gRPC port: said, not guessed
+    sender.close()
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    sender = OtlpMetricsSender.from_env(default_protocol=PROTOCOL_HTTP_PROTOBUF)
+    assert (sender.protocol, sender.endpoint) == (PROTOCOL_GRPC, "http://collector:4317")
+    sender.close()

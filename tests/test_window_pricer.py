@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -74,11 +75,17 @@ def pricer(tel: Telemetry, lo: int, hi: int, metric: str) -> WindowPricer:
                         functools.partial(tel.phase_token_rates, GPU))
 
 
-def same(priced, walked) -> None:
-    assert priced.energy_j == pytest.approx(walked.energy_j, rel=1e-8, abs=1e-9)
-    assert priced.gpu_seconds == pytest.approx(walked.gpu_seconds, rel=1e-8, abs=1e-12)
-    assert priced.window_energy_j == pytest.approx(walked.window_energy_j, rel=1e-12)
-    assert priced.quality == walked.quality
+def price(window: WindowPricer, spans: list[tuple[int, int, float]], phase: str | None):
+    a, b, measure = (np.array(column) for column in zip(*spans, strict=True))
+    return window.price(a.astype(np.int64), b.astype(np.int64), measure.astype(float), phase)
+
+
+def same(priced, k: int, walked) -> None:
+    assert priced.energy_j[k] == pytest.approx(walked.energy_j, rel=1e-8, abs=1e-9)
+    assert priced.gpu_seconds[k] == pytest.approx(walked.gpu_seconds, rel=1e-8, abs=1e-12)
+    assert priced.window_energy_j[k] == pytest.approx(walked.window_energy_j, rel=1e-12)
+    quality = semconv.QUALITY_INTERPOLATED if priced.interpolated[k] else semconv.QUALITY_MEASURED
+    assert quality == walked.quality
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -97,13 +104,17 @@ def test_where_the_pricer_answers_it_agrees_with_the_walk(intervals, power, pref
     windows = [(T0 + int(s * length), T0 + int((s + d) * length), m, phase) for s, d, m, phase in spans]
     window = pricer(tel, min(a for a, _, _, _ in windows), max(b for _, b, _, _ in windows), metric)
     times = tel.gpus[GPU].series.points()[0]
-    for a, b, measure, phase in windows:
+    for phase in semconv.COMPUTE_PHASES:
         rate_phase = phase if policy == "tokens" else None
-        priced = window.price(a, b, measure, rate_phase)
-        if priced is None:
-            assert not (times[0] <= a < b <= times[-1]) or with_load  # declines only outside, or for a cap
+        mine = [(a, b, measure) for a, b, measure, p in windows if p == phase]
+        if not mine:
             continue
-        same(priced, walk(tel, a, b, measure, rate_phase, metric))
+        priced = price(window, mine, rate_phase)
+        for k, (a, b, measure) in enumerate(mine):
+            if not priced.ok[k]:
+                assert not (times[0] <= a < b <= times[-1]) or with_load  # declines only outside, or for a cap
+                continue
+            same(priced, k, walk(tel, a, b, measure, rate_phase, metric))
 
 
 def test_spans_of_one_batch_inside_the_data_are_all_priced_and_a_capped_share_is_declined():
@@ -116,12 +127,11 @@ def test_spans_of_one_batch_inside_the_data_are_all_priced_and_a_capped_share_is
     })
     spans = [(T0 + k * 200 * MS + 10 * MS, T0 + k * 200 * MS + 190 * MS, 540.0) for k in range(9)]
     window = pricer(tel, spans[0][0], spans[-1][1], semconv.CARBON_WORKER_TOKENS)
-    for a, b, tokens in spans:
-        priced = window.price(a, b, tokens, semconv.PHASE_PREFILL)
-        assert priced is not None
-        same(priced, walk(tel, a, b, tokens, semconv.PHASE_PREFILL, semconv.CARBON_WORKER_TOKENS))
-        assert 0 < priced.energy_j < priced.window_energy_j
     a, b, _ = spans[3]
-    assert window.price(a, b, 100_000.0, semconv.PHASE_PREFILL) is None
+    priced = price(window, [*spans, (a, b, 100_000.0)], semconv.PHASE_PREFILL)
+    assert priced.ok.tolist() == [True] * len(spans) + [False]
+    for k, (a_k, b_k, tokens) in enumerate(spans):
+        same(priced, k, walk(tel, a_k, b_k, tokens, semconv.PHASE_PREFILL, semconv.CARBON_WORKER_TOKENS))
+        assert 0 < priced.energy_j[k] < priced.window_energy_j[k]
     walked = walk(tel, a, b, 100_000.0, semconv.PHASE_PREFILL, semconv.CARBON_WORKER_TOKENS)
     assert walked.energy_j == pytest.approx(walked.window_energy_j)  # capped: all of the GPU's energy, no more

@@ -19,7 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from carbonspan.collector.exporters._config import Section
+from carbonspan.collector.config_values import Section
 from carbonspan.collector.exporters._counts import count_metrics, count_points, count_spans, metric_points
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.processors import semconv

@@ -14,8 +14,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from carbonspan.collector import otlp_json
+from carbonspan.collector.config_values import Section
 from carbonspan.collector.errors import ConfigError
-from carbonspan.collector.exporters._config import Section
 from carbonspan.collector.exporters.base import Exporter
 
 

@@ -17,9 +17,8 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from carbonspan.collector.config_values import parse_endpoint
+from carbonspan.collector.config_values import Section, parse_endpoint
 from carbonspan.collector.errors import ConfigError
-from carbonspan.collector.exporters._config import Section
 from carbonspan.collector.exporters.remote import RemoteExporter
 from carbonspan.collector.exporters.sending_queue import Item, PermanentError, RetryableError
 

@@ -29,8 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from requests.adapters import HTTPAdapter
 
 from carbonspan.collector import otlp_json
+from carbonspan.collector.config_values import Section
 from carbonspan.collector.errors import ConfigError
-from carbonspan.collector.exporters._config import Section
 from carbonspan.collector.exporters.remote import RemoteExporter
 from carbonspan.collector.exporters.sending_queue import Item, PermanentError, RetryableError
 

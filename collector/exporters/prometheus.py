@@ -29,9 +29,8 @@ from prometheus_client.metrics_core import Metric as PromMetric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from carbonspan.collector.config_values import parse_endpoint
+from carbonspan.collector.config_values import Section, parse_endpoint
 from carbonspan.collector.exporters import prometheus_names as names
-from carbonspan.collector.exporters._config import Section
 from carbonspan.collector.exporters._counts import metric_points
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.processors import semconv

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
-from carbonspan.collector.exporters._config import Section
+from carbonspan.collector.config_values import Section
 from carbonspan.collector.exporters._counts import count_points, count_spans
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.collector.exporters.sending_queue import Item, QueueSettings, RetrySettings, SendingQueue

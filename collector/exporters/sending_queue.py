@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from carbonspan.collector.config_values import Section
 from carbonspan.collector.errors import ConfigError
-from carbonspan.collector.exporters._config import Section
 
 logger = logging.getLogger(__name__)
 

@@ -30,14 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance-id", help="service.instance.id")
     parser.add_argument("--endpoint", help="OTLP endpoint (default: OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT)")
     parser.add_argument("--protocol", choices=("grpc", "http/protobuf"),
-                        help="OTLP protocol (default: OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL, else grpc)")
+                        help="OTLP protocol (default: OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL, else http/protobuf)")
     parser.add_argument("--console", action="store_true", help="print the OTLP requests as JSON lines instead")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (default: run)")
 
 
 def run(args: argparse.Namespace) -> int:
     from carbonspan.instrumentation.otlp_push import ConsoleMetricsSender, OtlpMetricsSender
-    from carbonspan.instrumentation.power.sampler import detect_source, start_sampler_thread
+    from carbonspan.instrumentation.power.sampler import DEFAULT_PROTOCOL, detect_source, start_sampler_thread
     from carbonspan.instrumentation.power.simulated import SimulatedPowerSource
     from carbonspan.instrumentation.power.source import SourceError
     from carbonspan.processors import semconv
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         if args.console:
             sender = ConsoleMetricsSender(sys.stdout)
         else:
-            sender = OtlpMetricsSender.from_env(args.endpoint, args.protocol)
+            sender = OtlpMetricsSender.from_env(args.endpoint, args.protocol, default_protocol=DEFAULT_PROTOCOL)
     except (SourceError, ValueError) as error:
         print(f"carbonspan sampler: {error}", file=sys.stderr)
         return 2

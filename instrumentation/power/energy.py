@@ -26,7 +26,7 @@ EVENT_WRAP = "wrap"
 EVENT_SOURCE_CHANGED = "source_changed"  # counter <-> power integration: a new series
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per reading, and a frozen dataclass's __init__ costs 5x (setattr per field)
 class Sample:
     """One reading of one GPU: the hw.energy point (``energy_j`` since ``start_time_ns``, at
     ``energy_time_ns``; all three None when this reading adds no energy point, see

@@ -2,7 +2,7 @@
 timestamp, to a metric sink (normally ``TimestampedMetricBatcher``, which sends them in batches).
 
 Every ``interval`` a tick reads each GPU's energy and power. Between ticks, every
-``energy_poll`` (default 20 ms), it reads the energy counter of the GPUs whose tracker is armed,
+``energy_poll`` (default 50 ms), it reads the energy counter of the GPUs whose tracker is armed,
 to catch the moment the driver updates the counter (NVML: every ~100 ms) and stamp the energy
 point there rather than at a read up to 100 ms after the update (see ``EnergyTracker``). A GPU
 stops being polled once its update is caught, until the poll just before the next tick, so the
@@ -35,8 +35,15 @@ from carbonspan.processors.otlp import AttributeValue
 logger = logging.getLogger(__name__)
 
 SCOPE_NAME = "carbonspan.instrumentation.power"
-#: 50 polls a second: well above NVML's ~10 counter updates a second, so an update is placed within 10 ms.
-DEFAULT_ENERGY_POLL_S = 0.02
+#: One poll between two ticks: NVML's counter update (~every 100 ms) is placed within +-25 ms, which
+#: keeps the accuracy goal with margin (bench/ACCURACY.md: median 0.63 %, 1.06 % with each GPU at its own
+#: phase; goal < 2 %), at 20 wake-ups a second. 20 ms polls place it within +-10 ms (median 0.47 %/0.56 %)
+#: but wake the thread ~50 times a second, since 8 GPUs update at independent phases: 1.2-1.8 % of a core
+#: against 0.7-0.8 % (bench/sampler_cpu.py, docs/sampler.md "Cost").
+DEFAULT_ENERGY_POLL_S = 0.05
+#: the OTLP protocol when OTEL_EXPORTER_OTLP_[METRICS_]PROTOCOL does not say: the OTel spec's default,
+#: and cheaper here than gRPC (whose C-core threads wake ~30 times per export; docs/sampler.md "Cost").
+DEFAULT_PROTOCOL = "http/protobuf"  # otlp_push.PROTOCOL_HTTP_PROTOBUF (otlp_push is imported when used)
 #: a counter that has not moved for this many intervals gets a point at the tick anyway.
 STALE_TICKS = 5
 
@@ -81,7 +88,7 @@ class PowerSampler:
         energy_poll_s: float | None = DEFAULT_ENERGY_POLL_S,
     ) -> None:
         """``energy_poll_s``: the period of the energy polls between ticks; None (or a period
-        not shorter than half the interval) reads the counter at the ticks only."""
+        over two thirds of the interval) reads the counter at the ticks only."""
         if interval_s <= 0 or (energy_poll_s is not None and energy_poll_s <= 0):
             raise ValueError("interval_s and energy_poll_s must be positive")
         self.source = source
@@ -278,15 +285,15 @@ def start_sampler_thread(
 ) -> RunningSampler:
     """Start sampling in this process (e.g. inside a vLLM worker): the GPUs of ``source``
     (default: detected) every ``interval_s`` (energy counters polled every ``energy_poll_s`` between),
-    sent every ``export_interval_s`` with ``sender``
-    (default: OTLP configured from ``OTEL_EXPORTER_OTLP_*``). ``resource`` is merged with
+    sent every ``export_interval_s`` with ``sender`` (default: OTLP configured from
+    ``OTEL_EXPORTER_OTLP_*``, else over ``DEFAULT_PROTOCOL``). ``resource`` is merged with
     ``OTEL_RESOURCE_ATTRIBUTES`` / ``OTEL_SERVICE_NAME`` (explicit values win)."""
     from carbonspan.instrumentation.otlp_push import OtlpMetricsSender, TimestampedMetricBatcher
 
     source = source or detect_source(clock)
     batcher = TimestampedMetricBatcher(
-        resource or {}, SCOPE_NAME, sender or OtlpMetricsSender.from_env(), max_points,
-        resource_defaults=default_resource(),
+        resource or {}, SCOPE_NAME, sender or OtlpMetricsSender.from_env(default_protocol=DEFAULT_PROTOCOL),
+        max_points, resource_defaults=default_resource(),
     )
     sampler = PowerSampler(source, batcher, interval_s, clock, energy_poll_s)
     batcher.start(export_interval_s)

@@ -35,7 +35,7 @@ class GpuInfo:
     mig_uuids: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one per GPU and tick, and a frozen dataclass's __init__ costs 5x
 class Reading:
     """One reading of one GPU. ``energy_j``: the device's cumulative energy counter in J (since
     driver load, or whatever origin the device uses), None where it has none; ``power_w``: the

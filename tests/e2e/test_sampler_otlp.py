@@ -1,18 +1,25 @@
-"""Acceptance: simulated GPUs -> the sampler -> TimestampedMetricBatcher -> real OTLP/gRPC ->
-a MetricsService on 127.0.0.1 -> the collector's Telemetry; the energy it reads over [a, b]
-matches the simulator's ground truth within 0.5 %. Runs on a simulated clock (60 s of GPU time
-in well under a second) with a real network hop at every 1 s export."""
+"""Acceptance: simulated GPUs -> the sampler -> TimestampedMetricBatcher -> real OTLP (HTTP/protobuf,
+the sampler's default, and gRPC) -> a receiver on 127.0.0.1 -> the collector's Telemetry; the energy
+it reads over [a, b] matches the simulator's ground truth within 0.5 %. Runs on a simulated clock
+(60 s of GPU time in well under a second) with a real network hop at every 1 s export."""
 
 import random
+import threading
 import time
 from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from sampler_doubles import Clock
 
-from carbonspan.instrumentation.otlp_push import OtlpMetricsSender, TimestampedMetricBatcher
+from carbonspan.instrumentation.otlp_push import (
+    PROTOCOL_GRPC,
+    PROTOCOL_HTTP_PROTOBUF,
+    OtlpMetricsSender,
+    TimestampedMetricBatcher,
+)
 from carbonspan.instrumentation.power.sampler import SCOPE_NAME, PowerSampler
 from carbonspan.instrumentation.power.simulated import SimulatedGpu, SimulatedPowerSource
 from carbonspan.processors import semconv
@@ -24,7 +31,9 @@ S = 1_000_000_000
 T0 = 1_700_000_000 * S
 
 
-class Receiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+class GrpcReceiver(metrics_service_pb2_grpc.MetricsServiceServicer):
+    protocol = PROTOCOL_GRPC
+
     def __init__(self, port: int = 0) -> None:
         self.requests = []
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
@@ -39,38 +48,84 @@ class Receiver(metrics_service_pb2_grpc.MetricsServiceServicer):
     def stop(self) -> None:
         self.server.stop(grace=None).wait()
 
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
+
+class HttpReceiver:
+    """OTLP/HTTP: POST /v1/metrics with a protobuf body, answered with a protobuf response."""
+
+    protocol = PROTOCOL_HTTP_PROTOBUF
+
+    def __init__(self, port: int = 0) -> None:
+        self.requests = []
+        self.status = 200  # what it answers; anything else and it keeps nothing
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self):  # noqa: N802 - the http.server method name
+                request = metrics_service_pb2.ExportMetricsServiceRequest()
+                request.ParseFromString(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.status == 200:
+                    receiver.requests.append(request)
+                body = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+                self.send_response(receiver.status)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join()
+
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/metrics"
+
+
+@pytest.fixture(params=[HttpReceiver, GrpcReceiver], ids=["http", "grpc"])
+def receiver(request):
+    r = request.param()
     yield r
     r.stop()
 
 
 
-def run_node(receiver_port, clock, gpus, seconds, region="eu-north-1"):
+def run_node(receiver, clock, gpus, seconds, region="eu-north-1"):
     rng = random.Random(7)
     for gpu in gpus:  # a load that changes every 250 ms, between idle and full
         if gpu._power_fn is None:
             for k in range(seconds * 4 + 8):
                 gpu.set_utilization(rng.choice([0.0, 0.2, 0.6, 1.0]), at_ns=T0 + k * 250 * MS)
-    sender = OtlpMetricsSender(f"http://127.0.0.1:{receiver_port}")
+    sender = OtlpMetricsSender(receiver.endpoint(), receiver.protocol)
     batcher = TimestampedMetricBatcher({semconv.CLOUD_REGION: region}, SCOPE_NAME, sender)
     sampler = PowerSampler(SimulatedPowerSource(gpus, clock), batcher, interval_s=0.1, clock=clock)
-    for slot in range(seconds * 50 + 1):  # ticks every 100 ms, energy polls every 20 ms between
-        clock.t = T0 + slot * 20 * MS
+    per_second = S // sampler.poll_ns
+    for slot in range(seconds * per_second + 1):  # ticks every 100 ms, the default energy polls between
+        clock.t = T0 + slot * sampler.poll_ns
         sampler.step(slot)
-        if slot % 50 == 0:
+        if slot % per_second == 0:
             assert batcher.flush()
     sender.close()
-    return batcher
+    return sampler
 
 
 def test_energy_received_over_otlp_matches_ground_truth(receiver):
     clock = Clock(T0)
     counter_gpu = SimulatedGpu("H100 SXM", "GPU-counter", clock=clock)
     power_gpu = SimulatedGpu("A100 SXM", "GPU-power", clock=clock, has_energy_counter=False)
-    run_node(receiver.port, clock, [counter_gpu, power_gpu], seconds=60)
+    sampler = run_node(receiver, clock, [counter_gpu, power_gpu], seconds=60)
 
     assert len(receiver.requests) == 61
     request = receiver.requests[30]
@@ -86,7 +141,9 @@ def test_energy_received_over_otlp_matches_ground_truth(receiver):
     # The power-only GPU: a point per tick. The counter GPU (updates every 100 ms, on the ticks):
     # one point per update, placed between the poll before it and the read that saw it.
     assert len(by_gpu["GPU-power"]) == 10
-    assert len(by_gpu["GPU-counter"]) == 10 and all(t % (100 * MS) == 90 * MS for t in by_gpu["GPU-counter"])
+    placed = 100 * MS - sampler.poll_ns // 2  # the midpoint of the last poll before the tick and the tick
+    assert sampler.poll_ns < 100 * MS
+    assert len(by_gpu["GPU-counter"]) == 10 and all(t % (100 * MS) == placed for t in by_gpu["GPU-counter"])
 
     telemetry = Telemetry(retention_ns=3600 * S)
     for r in receiver.requests:
@@ -101,11 +158,11 @@ def test_energy_received_over_otlp_matches_ground_truth(receiver):
 
 
 def test_exporter_outage_buffers_and_resends(receiver):
-    port = receiver.port
+    port, endpoint = receiver.port, receiver.endpoint()
     receiver.stop()
     clock = Clock(T0)
     gpu = SimulatedGpu("L4", "GPU-outage", clock=clock)
-    sender = OtlpMetricsSender(f"http://127.0.0.1:{port}", timeout_s=2)
+    sender = OtlpMetricsSender(endpoint, receiver.protocol, timeout_s=2)
     batcher = TimestampedMetricBatcher({}, SCOPE_NAME, sender)
     sampler = PowerSampler(SimulatedPowerSource([gpu], clock), batcher, clock=clock, energy_poll_s=None)
     for tick in range(30):
@@ -113,7 +170,7 @@ def test_exporter_outage_buffers_and_resends(receiver):
         sampler.sample_once()
     assert not batcher.flush() and batcher.buffered_points == 60
 
-    revived = Receiver(port)
+    revived = type(receiver)(port)
     try:
         deadline = time.monotonic() + 20  # the channel reconnects with gRPC's backoff
         while not batcher.flush() and time.monotonic() < deadline:
@@ -129,6 +186,42 @@ def test_exporter_outage_buffers_and_resends(receiver):
     finally:
         revived.stop()
         sender.close()
+
+
+def test_http_error_status_keeps_the_points():
+    receiver = HttpReceiver()
+    try:
+        receiver.status = 503
+        clock = Clock(T0)
+        sender = OtlpMetricsSender(receiver.endpoint(), PROTOCOL_HTTP_PROTOBUF, timeout_s=2)
+        batcher = TimestampedMetricBatcher({}, SCOPE_NAME, sender)
+        sampler = PowerSampler(SimulatedPowerSource([SimulatedGpu("L4", "GPU-503", clock=clock)], clock), batcher,
+                               clock=clock, energy_poll_s=None)
+        for tick in range(5):
+            clock.t = T0 + tick * 100 * MS
+            sampler.sample_once()
+        assert not batcher.flush() and batcher.buffered_points == 10 and receiver.requests == []
+        receiver.status = 200
+        assert batcher.flush() and batcher.buffered_points == 0 and batcher.sent_points == 10
+        assert len(receiver.requests) == 1
+        sender.close()
+    finally:
+        receiver.stop()
+
+
+def test_sampler_command_sends_over_http_by_default(capsys, monkeypatch):
+    from carbonspan.collector.cli import main
+
+    for name in ("PROTOCOL", "METRICS_PROTOCOL", "ENDPOINT", "METRICS_ENDPOINT"):
+        monkeypatch.delenv(f"OTEL_EXPORTER_OTLP_{name}", raising=False)
+    receiver = HttpReceiver()
+    try:
+        assert main(["sampler", "--simulate", "L4", "--interval", "0.05", "--duration", "0.3",
+                     "--endpoint", f"http://127.0.0.1:{receiver.port}"]) == 0
+        assert "(http/protobuf)" in capsys.readouterr().err
+        assert receiver.requests  # at least the flush at stop
+    finally:
+        receiver.stop()
 
 
 def test_sampler_command_console_output(capsys):
