@@ -156,3 +156,28 @@ def test_only_possible_carriers_are_held_and_the_summary_lands_where_the_rule_sa
     for trace_id, trace in traces.items():
         in_arrival = sorted(trace, key=lambda s: arrival[s.span_id])
         assert carriers[trace_id] == _reference_carrier(in_arrival).span_id
+
+
+def test_a_held_root_is_taken_out_of_its_message_which_goes_on_and_the_root_keeps_resource_and_scope():
+    rollup = RequestRollup(RollupSettings(settle_ns=SECOND))
+    trace, root_id = os.urandom(16), os.urandom(8)
+    message = spans({semconv.SERVICE_NAME: "router", semconv.CLOUD_REGION: "eu-north-1"}, [
+        SpanSpec(None, T0, T0 + 3 * SECOND, trace_id=trace, span_id=root_id, name="root"),
+        priced(semconv.PHASE_PREFILL, T0 + 100, T0 + SECOND, trace, root_id, 400.0, 0.002, 0.01)])
+    message.scope_spans[0].scope.name = "router-scope"
+    other_scope = message.scope_spans.add()
+    other_scope.scope.name = "engine"
+    decode = priced(semconv.PHASE_DECODE, T0 + SECOND, T0 + 2 * SECOND, trace, root_id, 600.0, 0.07, 0.02)
+    other_scope.spans.append(spans({}, [decode]).scope_spans[0].spans[0])
+    rollup.add([message], T0)
+    early = rollup.release(T0)
+    assert early.requests == []
+    assert [(ss.scope.name, [s.name for s in ss.spans]) for rs in early.spans for ss in rs.scope_spans] == [
+        ("router-scope", [semconv.PHASE_PREFILL]), ("engine", [semconv.PHASE_DECODE])]
+    out = rollup.release(T0 + SECOND)
+    (rs,) = out.spans
+    assert attributes_to_dict(rs.resource.attributes)[semconv.SERVICE_NAME] == "router"
+    ((scope, (root,)),) = [(ss.scope.name, list(ss.spans)) for ss in rs.scope_spans]
+    assert scope == "router-scope" and root.name == "root"
+    assert attributes_to_dict(root.attributes)[semconv.CARBON_REQUEST_SPAN_COUNT] == 3
+    assert out.requests[0].total_g == pytest.approx(0.102) and out.requests[0].service_name == "router"
