@@ -7,11 +7,12 @@ through. So a trace stays open until its root has arrived and no span of it has 
 ``settle_ns``, or, without a root, until it has been idle for ``idle_timeout_ns``. Spans of a
 trace that was already rolled up are late: counted and passed on unchanged.
 
-A span's figures are summed when it arrives, and only the spans that may still carry the summary
-are held: the root once it is there, before that the earliest span of each missing parent (the
-candidates of the orphan rule) and the earliest span of all (the carrier of a trace whose every
-span has its parent: a cycle). Every other span goes on at the next ``release``, unchanged, inside
-the message it came in where none of that message's spans is held.
+A span's figures are noted when it arrives (and summed, in arrival order, when its trace is rolled
+up); only the spans that may still carry the summary are held: the root once it is there, before
+that the earliest span of each missing parent (the candidates of the orphan rule) and the earliest
+span of all (the carrier of a trace whose every span has its parent: a cycle). Every other span
+goes on at the next ``release``, unchanged, inside the message it came in where none of that
+message's spans is held.
 """
 
 from __future__ import annotations
