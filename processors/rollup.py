@@ -11,8 +11,8 @@ A span's figures are noted when it arrives (and summed, in arrival order, when i
 up); only the spans that may still carry the summary are held: the root once it is there, before
 that the earliest span of each missing parent (the candidates of the orphan rule) and the earliest
 span of all (the carrier of a trace whose every span has its parent: a cycle). Every other span
-goes on at the next ``release``, unchanged, inside the message it came in where none of that
-message's spans is held.
+goes on at the next ``release``, unchanged, inside the message it came in (the held spans taken
+out of it): not copied.
 """
 
 from __future__ import annotations
