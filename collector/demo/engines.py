@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import tempfile
 import threading
 import time
@@ -121,18 +120,12 @@ class Engine:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_engine(node: SimulatedNode, model: str, otlp_endpoint: str, out: Path, kv_dir: str) -> Engine:
     """An instrumented API server for ``node``'s role, healthy, or EngineError naming its log."""
     from carbonspan.instrumentation.vllm import launch, resource
 
     spec = node.spec
-    port = _free_port()
+    port, = launch.free_ports(1)
     template = out / "chat-template.jinja"
     template.write_text(CHAT_TEMPLATE)
     kv = None if spec.role == ROLE_AGGREGATED else launch.kv_transfer_config(spec.role, CONNECTOR, kv_dir)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -132,10 +134,38 @@ def serve_command(model: str, port: int, otlp_traces_endpoint: str, kv_config: d
     return argv + list(extra or [])
 
 
+#: vLLM's engines open their own ZMQ ports at random in the system's ephemeral range (Linux:
+#: 32768-60999): a port picked there for a server could be taken by one of them before its server
+#: binds it ("Address already in use", and an API server that never becomes healthy).
+PORT_RANGE = (20000, 32768)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct ports of ``PORT_RANGE`` that are free on 127.0.0.1 now."""
+    rng = random.Random()
+    chosen: list[int] = []
+    for _ in range(1000):
+        port = rng.randrange(*PORT_RANGE)
+        if port in chosen:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == n:
+            return chosen
+    raise OSError(f"no {n} free ports between {PORT_RANGE[0]} and {PORT_RANGE[1]} on 127.0.0.1")
+
+
 def server_env(role_env: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of an instrumented server subprocess: this one + CPU_ENV + the plugin switch,
-    with short span-batch delays so spans leave within a fraction of a second."""
-    env = {**os.environ, **CPU_ENV, ENV_ENABLE: "1", "OTEL_BSP_SCHEDULE_DELAY": "200"}
+    with short span-batch delays so spans leave within a fraction of a second, and a minute (not
+    the SDK's 10 s) for an export to get through: engines that saturate the machine (a NIXL engine's
+    progress thread spins on its core) can starve the collector long enough to lose spans."""
+    env = {**os.environ, **CPU_ENV, ENV_ENABLE: "1", "OTEL_BSP_SCHEDULE_DELAY": "200",
+           "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "60"}
     env.update(role_env or {})
     return env
 

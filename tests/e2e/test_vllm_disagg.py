@@ -39,18 +39,6 @@ EXPECTED_CLASS = {"ExampleConnector": "ExampleConnector", "NixlConnector": "Nixl
 EXPECTED_RECOMPUTED = {"ExampleConnector": 100 - 96, "NixlConnector": 0}
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct free ports (all held open while choosing, so none comes back twice)."""
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 async def through_proxy(prefill_url: str, decode_url: str, body: dict) -> dict:
     runner = web.AppRunner(DisaggProxy(prefill_url, decode_url).app())
     await runner.setup()
@@ -80,7 +68,7 @@ def disagg_run(request, tmp_path_factory):
     storage = str(tmp / "kv")
     with OtlpSink() as sink:
         processes, urls, started = {}, {}, {}
-        ports = iter(free_ports(4))
+        ports = iter(launch.free_ports(4))
         try:
             for role in ("prefill", "decode"):
                 port = next(ports)
@@ -103,7 +91,7 @@ def disagg_run(request, tmp_path_factory):
             prompt = " ".join(f"w{(7 * j) % 990 + 3}" for j in range(100))
             body = {"model": model, "prompt": prompt, "max_tokens": 8, "temperature": 0.0, "ignore_eos": True}
             response = asyncio.run(through_proxy(urls["prefill"], urls["decode"], body))
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 70  # the engines' export timeout (launch.server_env) and then some
             while time.monotonic() < deadline and len(phase_spans(sink)) < 5:
                 time.sleep(0.2)
         finally:
