@@ -190,6 +190,11 @@ class CarbonJoin:
         # What depends only on the telemetry: what is known of each GPU is cleared whenever metrics
         # arrive (they may name its model); the pricers, with the stretch of each GPU's data that the spans of
         # one release cover, live for that release.
+        #: (where, its PUE, the attribute) of each counterfactual region, built once
+        self._counterfactuals = [
+            (GridLocation(provider, region, None), facility.pue(provider, region)[0],
+             semconv.counterfactual_attribute(region))
+            for provider, region in settings.counterfactual_regions]
         self._facts: dict[tuple[str, str | None], GpuFacts] = {}
         self._unpriced: dict[tuple, tuple[dict, bytes]] = {}
         self._windows: dict[str, tuple[int, int]] = {}
@@ -506,10 +511,9 @@ class CarbonJoin:
             values[semconv.CARBON_EMBODIED_SOURCE] = embodied_source
         if self.settings.idle == IDLE_AMORTIZE:
             values[semconv.CARBON_ENERGY_IDLE_JOULES] = idle
-        for provider, region in self.settings.counterfactual_regions:
-            pue, _ = self.facility.pue(provider, region)
-            other = self._intensity(GridLocation(provider, region, None), time_ns)
-            values[semconv.counterfactual_attribute(region)] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
+        for location, pue, attribute in self._counterfactuals:
+            other = self._intensity(location, time_ns)
+            values[attribute] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
         return values
 
     def _unpriced_output(self, node: NodeContext, reading: IntensityReading, time_ns: int) -> tuple[dict, bytes]:
