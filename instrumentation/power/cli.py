@@ -16,9 +16,27 @@ import sys
 import threading
 
 
+def _seconds(text: str, allow_zero: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value < 0 or (value == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(f"expected {'0 or more' if allow_zero else 'more than 0'} seconds, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples (default 0.1)")
-    parser.add_argument("--export-interval", type=float, default=1.0, help="seconds between exports (default 1)")
+    from carbonspan.instrumentation.power.sampler import DEFAULT_ENERGY_POLL_S
+
+    parser.add_argument("--interval", type=_seconds, default=0.1, help="seconds between samples (default 0.1)")
+    parser.add_argument("--energy-poll", type=lambda text: _seconds(text, allow_zero=True),
+                        default=DEFAULT_ENERGY_POLL_S, metavar="SECONDS",
+                        help=f"between samples, read the energy counters every this many seconds to place each "
+                             f"counter update in time (default {DEFAULT_ENERGY_POLL_S}; 0: read them at the samples "
+                             f"only, which costs less CPU and stamps energy up to one counter period late, see "
+                             f"docs/sampler.md)")
+    parser.add_argument("--export-interval", type=_seconds, default=1.0, help="seconds between exports (default 1)")
     parser.add_argument("--simulate", metavar="MODEL[xN]",
                         help="simulated GPUs, e.g. 'H100 SXM x4' or 'A100 SXM x2,L4'")
     parser.add_argument("--utilization", type=float, default=0.5,
@@ -65,12 +83,15 @@ def run(args: argparse.Namespace) -> int:
         semconv.SERVICE_INSTANCE_ID: args.instance_id,
     }
     running = start_sampler_thread(
-        source, interval_s=args.interval, export_interval_s=args.export_interval, sender=sender, resource=resource
+        source, interval_s=args.interval, export_interval_s=args.export_interval, sender=sender, resource=resource,
+        energy_poll_s=args.energy_poll or None,
     )
     for gpu in running.sampler.gpus:
         print(f"sampling GPU {gpu.index}: {gpu.model} {gpu.uuid}", file=sys.stderr)
     target = "stdout" if args.console else f"{sender.endpoint} ({sender.protocol})"
-    print(f"every {args.interval} s, sent every {args.export_interval} s to {target}", file=sys.stderr)
+    polls = (f"energy counters polled every {running.sampler.poll_ns / 1e9:g} s between samples"
+             if running.sampler.polls_per_tick > 1 else "energy counters read at the samples only")
+    print(f"every {args.interval} s ({polls}), sent every {args.export_interval} s to {target}", file=sys.stderr)
 
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

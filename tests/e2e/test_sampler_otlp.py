@@ -234,6 +234,20 @@ def test_sampler_command_console_output(capsys):
     assert '"hw.energy"' in out and '"us-west-2"' in out and '"node-9"' in out
 
 
+def test_sampler_command_energy_polls_can_be_turned_off_and_bad_periods_are_refused(capsys):
+    from carbonspan.collector.cli import main
+
+    assert main(["sampler", "--simulate", "L4", "--console", "--duration", "0.25"]) == 0
+    assert "energy counters polled every 0.05 s" in capsys.readouterr().err
+    assert main(["sampler", "--simulate", "L4", "--console", "--energy-poll", "0", "--duration", "0.25"]) == 0
+    assert "energy counters read at the samples only" in capsys.readouterr().err
+    for bad in (["--energy-poll", "-1"], ["--interval", "0"], ["--export-interval", "soon"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["sampler", "--simulate", "L4", "--console", *bad])
+        assert exit_info.value.code == 2
+        assert bad[0] in capsys.readouterr().err
+
+
 def test_no_gpu_message_suggests_simulate(capsys, monkeypatch):
     from carbonspan.collector.cli import main
     from carbonspan.instrumentation.power import sampler
