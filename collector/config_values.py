@@ -139,8 +139,10 @@ class Section:
         value = self.raw(name, default)
         return None if value is None else parse_positive(self.key(name), value)
 
-    def positive_int(self, name: str, default: int) -> int:
-        return int(parse_positive(self.key(name), self.raw(name, default), integer=True))
+    def positive_int(self, name: str, default: int | None) -> int | None:
+        """None only where the key is absent and the default is None."""
+        value = self.raw(name, default)
+        return None if value is None else int(parse_positive(self.key(name), value, integer=True))
 
     def endpoint(self, name: str, default: str) -> tuple[str, int]:
         return parse_endpoint(self.key(name), self.raw(name, default))

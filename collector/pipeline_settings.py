@@ -228,15 +228,13 @@ def _batch(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> 
 
 def _memory_limiter(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> MemoryLimiterSettings:
     section = Section(data)
-    spans, mib = section.positive("limit_spans"), section.positive("limit_mib")
+    spans, mib = section.positive_int("limit_spans", None), section.positive("limit_mib")
     if spans is None and mib is None:
         raise ConfigError("limit_spans", "set limit_spans, limit_mib or both")
-    if spans is not None and spans != int(spans):
-        raise ConfigError("limit_spans", f"expected a positive integer, got {spans!r}")
     retry = section.duration_ns("retry_after", "5s")
     section.check_unknown()
     return MemoryLimiterSettings(
-        limit_spans=int(spans) if spans is not None else None,
+        limit_spans=spans,
         limit_bytes=int(mib * MIB) if mib is not None else None,
         retry_after_s=max(1, round(retry / 10**9)),
     )

@@ -256,6 +256,10 @@ class WindowPricer:
         self.bounds_list = [self.cut[0].start] + [p.end for p in self.cut]
         self.bounds = np.array(self.bounds_list, dtype=np.int64)
         self.has_load = self.cut[0].load is not None
+        # per piece, shared by every weighting: its length, energy and work
+        self._dt = np.diff(self.bounds).astype(float)
+        self._energy = np.array([p.energy_j for p in self.cut])
+        self._work = np.array([p.load for p in self.cut], dtype=float) if self.has_load else None
         self._phase_rate = phase_rate
         self._sums: dict[str | None, _Sums | None] = {}
 
@@ -266,14 +270,11 @@ class WindowPricer:
         return self._sums[phase]
 
     def _running_sums(self, rates: np.ndarray) -> _Sums:
-        dt = np.diff(self.bounds).astype(float)
-        energy = np.array([p.energy_j for p in self.cut])
-        if not self.has_load:
+        dt, energy, work = self._dt, self._energy, self._work
+        if work is None:
             e, s, h = energy / dt, np.full(len(dt), 1e-9), np.zeros(len(dt))
         else:
-            work = np.array([p.load for p in self.cut], dtype=float)
-            busy = work > 0
-            per_work = np.divide(rates, work, out=np.zeros(len(dt)), where=busy)  # r / W; no work: no share
+            per_work = np.divide(rates, work, out=np.zeros(len(dt)), where=work > 0)  # r / W; no work: no share
             e, s, h = energy * per_work, dt * 1e-9 * per_work, dt * per_work
 
         def running(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,12 +314,12 @@ class WindowPricer:
         if self.has_load:
             scale = np.divide(measure, total, out=np.zeros(len(a)), where=total > 0)
             energy, seconds = energy * scale, seconds * scale
-            peak_by_time = np.maximum.reduceat(time_sums.peak, np.stack([j0, j1 + 1], axis=1).ravel())[::2]
-            if weighted is not None:
-                peak_by_rate = np.maximum.reduceat(weighted.peak, np.stack([j0, j1 + 1], axis=1).ravel())[::2]
-                peak = np.where(by_time, peak_by_time, peak_by_rate)
-            else:
-                peak = peak_by_time
+            ranges = np.stack([j0, j1 + 1], axis=1).ravel()  # each span's pieces, for reduceat
+
+            def peak_of(sums: _Sums) -> np.ndarray:
+                return np.maximum.reduceat(sums.peak, ranges)[::2]
+
+            peak = peak_of(time_sums) if weighted is None else np.where(by_time, peak_of(time_sums), peak_of(weighted))
             ok &= scale * peak <= _CAP
         return PricedSpans(energy, seconds, self.cum[i1] - self.cum[i0], self.gaps[i1] > self.gaps[i0], ok)
 

@@ -309,7 +309,7 @@ class CarbonJoin:
         rank = np.zeros(len(group), dtype=np.int64)  # of the worst quality so far
         sources = set()
         for gpu_id in node.gpu_ids:
-            gpu_energy, gpu_seconds, gpu_rank = self._price_on_gpu(gpu_id, node, a, b, measure, rate_phase, phase)
+            gpu_energy, gpu_seconds, gpu_rank = self._price_on_gpu(gpu_id, node, a, b, measure, rate_phase)
             counted = gpu_rank <= _RANK[semconv.QUALITY_EXTRAPOLATED]  # measured energy, booked in the ledger
             if self.settings.idle == IDLE_AMORTIZE:
                 idle += np.where(counted, gpu_energy, 0.0) * self.ledger.idle_per_busy_joule(gpu_id)
@@ -326,11 +326,10 @@ class CarbonJoin:
             pending.priced = (e, i, m, semconv.QUALITIES[r], source)
 
     def _price_on_gpu(self, gpu_id: str, node: NodeContext, a: np.ndarray, b: np.ndarray, measure: np.ndarray,
-                      rate_phase: str | None, phase: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                      rate_phase: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(energy, GPU-seconds, quality rank) of each span on one GPU."""
-        info = self.telemetry.gpus.get(gpu_id)
-        series = info.series if info else None
-        if series is not None and len(series) >= 2:
+        series = self._measured_series(gpu_id)
+        if series is not None:
             priced = self._pricer(gpu_id, series, node).price(a, b, measure, rate_phase)
             energy, seconds = priced.energy_j, priced.gpu_seconds
             rank = np.where(priced.interpolated, _RANK[semconv.QUALITY_INTERPOLATED], _RANK[semconv.QUALITY_MEASURED])
@@ -339,7 +338,7 @@ class CarbonJoin:
             energy, seconds, rank = np.zeros(len(a)), np.zeros(len(a)), np.zeros(len(a), dtype=np.int64)
             walk = range(len(a))
         for k in walk:
-            result = self._attribute(gpu_id, node, int(a[k]), int(b[k]), float(measure[k]), phase)
+            result = self._attribute(gpu_id, node, int(a[k]), int(b[k]), float(measure[k]), rate_phase)
             energy[k], seconds[k], rank[k] = result.energy_j, result.gpu_seconds, _RANK[result.quality]
         return energy, seconds, rank
 
@@ -432,20 +431,24 @@ class CarbonJoin:
         return (functools.partial(self.telemetry.load_at, gpu_id, self._load_metric),
                 functools.partial(self.telemetry.load_breakpoints, gpu_id, self._load_metric))
 
-    def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float,
-                   phase: str) -> GpuAttribution:
+    def _measured_series(self, gpu_id: str) -> CumulativeSeries | None:
+        """The GPU's energy series where it has an interval to price from."""
         info = self.telemetry.gpus.get(gpu_id)
         series = info.series if info else None
-        if series is not None and len(series) >= 2:
-            # the time policy's measure (seconds) accrues evenly over the span: no rate needed
-            rate_phase = phase if self.settings.policy == POLICY_TOKENS else None
-            rate = functools.partial(self.telemetry.phase_token_rates, gpu_id, phase) if rate_phase else None
+        return series if series is not None and len(series) >= 2 else None
+
+    def _attribute(self, gpu_id: str, node: NodeContext, a: int, b: int, measure: float,
+                   rate_phase: str | None) -> GpuAttribution:
+        """One span on one GPU, walked. ``rate_phase``: the phase whose token rate spreads the span's
+        tokens (None for the time policy, whose measure accrues evenly)."""
+        series = self._measured_series(gpu_id)
+        if series is not None:
+            rate = functools.partial(self.telemetry.phase_token_rates, gpu_id, rate_phase) if rate_phase else None
             return attribute_measured(series, *self._load_access(gpu_id), a, b, measure, self.settings.gap_ns,
                                       self._idle_watts(gpu_id, node), rate)
         estimated_w = self._gpu_facts(gpu_id, node).estimated_w
         if estimated_w is not None:
-            load = functools.partial(self.telemetry.load_at, gpu_id, self._load_metric)
-            return attribute_estimated(estimated_w, load, a, b, measure)
+            return attribute_estimated(estimated_w, self._load_access(gpu_id)[0], a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
     def _enrich(self, span: Span, pending: _Pending, figures: SpanFigures | None) -> None:
