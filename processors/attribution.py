@@ -11,10 +11,10 @@ Two ways to the same figures. ``attribute_measured`` walks the pieces of one spa
 Python (a span touches a handful of intervals: numpy's per-call overhead would cost more than
 the arithmetic): exact in every case, and the reference. ``WindowPricer`` serves the many spans
 released together on one GPU: it cuts the GPU's intervals once over the stretch they cover and
-keeps running integrals of the per-piece densities, so that all the spans are priced with a few
-numpy calls (searches and differences); where a share would reach its cap of one (the counters
-say the GPU did less work than the span claims), or a span is not inside the stretch, it says
-so and the walk decides.
+keeps each piece's densities and integrals, so that all the spans are priced with a few numpy
+calls (searches and per-span sums); where a share would reach its cap of one (the counters say
+the GPU did less work than the span claims), or a span is not inside the stretch, it says so and
+the walk decides.
 """
 
 from __future__ import annotations
@@ -214,14 +214,19 @@ _CAP = 1.0 + 1e-9
 
 @dataclass(frozen=True, slots=True)
 class _Sums:
-    """Densities per piece, and their running integrals, of one weighting (``rates``: the phase's
-    tokens per request-second per piece; None: weighted by time alone). For a span inside the
-    window with tokens m and weight R = its integral of the rate, piece j's share of its energy is
-    m x o_j x r_j / (R x W_j) (o_j: the span's overlap with the piece, W_j: the piece's work), so
-    the span's energy is m / R times the integral of E_j x r_j / W_j over the span: one difference
-    of running integrals. Without load counters a piece's share is o_j / dt_j."""
+    """Densities per piece, and their integrals over each piece, of one weighting (``rates``: the
+    phase's tokens per request-second per piece; None: weighted by time alone). For a span inside
+    the window with tokens m and weight R = its integral of the rate, piece j's share of its energy
+    is m x o_j x r_j / (R x W_j) (o_j: the span's overlap with the piece, W_j: the piece's work), so
+    the span's energy is m / R times the integral of E_j x r_j / W_j over the span. Without load
+    counters a piece's share is o_j / dt_j.
 
-    weight: tuple[np.ndarray, np.ndarray]  # (density, running integral) of r
+    A span's integral is summed from its own pieces (partial ends, whole pieces between), never
+    taken as a difference of running totals from the window's start: every term is non-negative,
+    so the sum is exact to rounding of the span's own figure. A difference would lose the figure of
+    a small span behind a large total (one piece with almost no work makes a huge density)."""
+
+    weight: tuple[np.ndarray, np.ndarray]  # (density, per-piece integral with a 0 after the last) of r
     energy: tuple[np.ndarray, np.ndarray]  # of E r / W (no load: E / dt)
     seconds: tuple[np.ndarray, np.ndarray]  # of dt r / W x 1e-9 (no load: 1e-9)
     peak: np.ndarray  # per piece dt r / W (and a 0 after the last): a span's share is at most m / R x this
@@ -237,9 +242,38 @@ class PricedSpans(NamedTuple):
     ok: np.ndarray
 
 
+class _SpanPieces:
+    """Where each span lies among the pieces: its first and last piece, how much of each it covers,
+    and the pieces wholly inside it, for sums of per-piece figures by ``np.add.reduceat``.
+
+    reduceat also sums the stretches between consecutive ranges; with the spans in start order
+    those stretches add up to at most the window, so the caller sorts them."""
+
+    def __init__(self, bounds: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+        last_piece = len(bounds) - 2
+        self.first = np.clip(np.searchsorted(bounds, a, "right") - 1, 0, last_piece)
+        self.last = np.clip(np.searchsorted(bounds, b, "left") - 1, 0, last_piece)
+        one_piece = self.first == self.last
+        self.head_ns = np.where(one_piece, b - a, bounds[self.first + 1] - a).astype(float)
+        self.tail_ns = np.where(one_piece, 0, b - bounds[self.last]).astype(float)
+        self.has_inner = self.last > self.first + 1
+        self._inner = np.stack([self.first + 1, self.last], axis=1).ravel()
+        self._covered = np.stack([self.first, self.last + 1], axis=1).ravel()
+
+    def integral(self, sums: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Of the piecewise-constant density over each span: its ends plus the whole pieces between."""
+        density, per_piece = sums
+        inner = np.where(self.has_inner, np.add.reduceat(per_piece, self._inner)[::2], 0.0)
+        return self.head_ns * density[self.first] + inner + self.tail_ns * density[self.last]
+
+    def peak(self, per_piece: np.ndarray) -> np.ndarray:
+        """The largest per-piece figure over the pieces each span touches."""
+        return np.maximum.reduceat(per_piece, self._covered)[::2]
+
+
 class WindowPricer:
     """One GPU's pieces between ``lo`` and ``hi`` (clipped to its series, which must have two
-    points) with running integrals per weighting, for ``price``. Built per release from the
+    points) with their integrals per weighting, for ``price``. Built per release from the
     telemetry as it is then; prices all the release's spans on the GPU in one go."""
 
     def __init__(self, series: CumulativeSeries, load: LoadCurve, breakpoints: LoadBreakpoints, lo: int, hi: int,
@@ -266,62 +300,66 @@ class WindowPricer:
     def _weighted(self, phase: str | None) -> _Sums | None:
         if phase not in self._sums:
             rates = self._phase_rate(phase, self.bounds_list) if phase is not None else [1.0] * len(self.cut)
-            self._sums[phase] = None if rates is None else self._running_sums(np.asarray(rates, dtype=float))
+            self._sums[phase] = None if rates is None else self._piece_sums(np.asarray(rates, dtype=float))
         return self._sums[phase]
 
-    def _running_sums(self, rates: np.ndarray) -> _Sums:
+    def _piece_sums(self, rates: np.ndarray) -> _Sums:
         dt, energy, work = self._dt, self._energy, self._work
         if work is None:
             e, s, h = energy / dt, np.full(len(dt), 1e-9), np.zeros(len(dt))
         else:
-            per_work = np.divide(rates, work, out=np.zeros(len(dt)), where=work > 0)  # r / W; no work: no share
-            e, s, h = energy * per_work, dt * 1e-9 * per_work, dt * per_work
+            # r / W; no work: no share. A piece with almost no work may overflow to inf: a span on it
+            # would take a capped share or an infinite figure, and price() declines both.
+            with np.errstate(over="ignore", invalid="ignore"):
+                per_work = np.divide(rates, work, out=np.zeros(len(dt)), where=work > 0)
+                e, s, h = energy * per_work, dt * 1e-9 * per_work, dt * per_work
 
-        def running(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return density, np.concatenate([[0.0], np.cumsum(dt * density)])
+        def with_integrals(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            with np.errstate(over="ignore"):
+                return density, np.append(dt * density, 0.0)
 
-        return _Sums(running(rates), running(e), running(s), np.append(h, 0.0))
+        return _Sums(with_integrals(rates), with_integrals(e), with_integrals(s), np.append(h, 0.0))
 
     def price(self, a: np.ndarray, b: np.ndarray, measure: np.ndarray, phase: str | None) -> PricedSpans:
         """Spans [a, b] (int64 ns) with their measures; not ``ok`` where the span is not inside the
-        window, has no length, or a share would be capped."""
-        edges, bounds = self.edges, self.bounds
+        window, has no length, or a share would be capped or its figures are not finite (overflow
+        and its NaNs are expected there, hence the silenced warnings)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._price(a, b, measure, phase)
+
+    def _price(self, a: np.ndarray, b: np.ndarray, measure: np.ndarray, phase: str | None) -> PricedSpans:
+        order = np.argsort(a, kind="stable")
+        a, b, measure = a[order], b[order], measure[order]
+        edges = self.edges
         ok = (edges[0] <= a) & (a < b) & (b <= edges[-1])
-        last_edge, last_piece = len(edges) - 1, len(bounds) - 2
+        last_edge = len(edges) - 1
         i0 = np.clip(np.searchsorted(edges, a, "right") - 1, 0, last_edge)
         i1 = np.clip(np.searchsorted(edges, b, "left"), 0, last_edge)
-        j0 = np.clip(np.searchsorted(bounds, a, "right") - 1, 0, last_piece)
-        j1 = np.clip(np.searchsorted(bounds, b, "left") - 1, 0, last_piece)
-        da, db = (a - bounds[j0]).astype(float), (b - bounds[j1]).astype(float)
-
-        def integral(sums: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-            """Of the piecewise-constant density over each [a, b]."""
-            density, run = sums
-            return run[j1] + db * density[j1] - run[j0] - da * density[j0]
+        spans = _SpanPieces(self.bounds, a, b)
 
         time_sums = self._weighted(None)
         weighted = self._weighted(phase) if phase is not None and self.has_load else None
         # no phase rate, or none over the span: spread by time
-        total = integral(weighted.weight) if weighted is not None else np.zeros(len(a))
+        total = spans.integral(weighted.weight) if weighted is not None else np.zeros(len(a))
         by_time = total <= 0
         total = np.where(by_time, (b - a).astype(float), total)
 
         def pick(field: str) -> np.ndarray:
-            by_rate = integral(getattr(weighted, field)) if weighted is not None else 0.0
-            return np.where(by_time, integral(getattr(time_sums, field)), by_rate)
+            by_rate = spans.integral(getattr(weighted, field)) if weighted is not None else 0.0
+            return np.where(by_time, spans.integral(getattr(time_sums, field)), by_rate)
 
         energy, seconds = pick("energy"), pick("seconds")
         if self.has_load:
             scale = np.divide(measure, total, out=np.zeros(len(a)), where=total > 0)
             energy, seconds = energy * scale, seconds * scale
-            ranges = np.stack([j0, j1 + 1], axis=1).ravel()  # each span's pieces, for reduceat
-
-            def peak_of(sums: _Sums) -> np.ndarray:
-                return np.maximum.reduceat(sums.peak, ranges)[::2]
-
-            peak = peak_of(time_sums) if weighted is None else np.where(by_time, peak_of(time_sums), peak_of(weighted))
-            ok &= scale * peak <= _CAP
-        return PricedSpans(energy, seconds, self.cum[i1] - self.cum[i0], self.gaps[i1] > self.gaps[i0], ok)
+            peak = spans.peak(time_sums.peak)
+            if weighted is not None:
+                peak = np.where(by_time, peak, spans.peak(weighted.peak))
+            ok &= (scale * peak <= _CAP) & np.isfinite(energy) & np.isfinite(seconds)
+        in_order = np.empty_like(order)
+        in_order[order] = np.arange(len(order))
+        return PricedSpans(energy[in_order], seconds[in_order], (self.cum[i1] - self.cum[i0])[in_order],
+                           (self.gaps[i1] > self.gaps[i0])[in_order], ok[in_order])
 
 
 def attribute_estimated(power_w: float, load: LoadCurve, a: int, b: int, measure: float) -> GpuAttribution:

@@ -13,7 +13,7 @@ import functools
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from otlp_data import SECOND, T0, energy_metrics, load_metrics, node_resource
 
@@ -28,10 +28,19 @@ IDLE_W = 70.0
 
 steps = st.lists(st.integers(20 * MS, 3 * SECOND), min_size=3, max_size=25)  # sampling intervals
 watts = st.floats(40.0, 700.0)
-counter_moves = st.lists(st.tuples(st.integers(1 * MS, 400 * MS), st.floats(0.0, 900.0)), min_size=0, max_size=30)
+
+
+def amounts(top: float) -> st.SearchStrategy[float]:
+    """None, or at least a billionth: tokens are whole and request-seconds ns-resolved. Smaller
+    figures reach float's subnormal range, where no two routes to one figure round alike; 1e-9
+    against 900 still spans twelve orders of magnitude, which a difference of running totals
+    (the pricer's first version) cannot resolve."""
+    return st.one_of(st.just(0.0), st.floats(1e-9, top))
+
+
+counter_moves = st.lists(st.tuples(st.integers(1 * MS, 400 * MS), amounts(900.0)), min_size=0, max_size=30)
 #: start and length as fractions of the sampled time (a few spans start before it or end after it)
-span = st.tuples(st.floats(-0.05, 1.0), st.floats(0.0, 0.6), st.floats(0.0, 2000.0),
-                 st.sampled_from(semconv.COMPUTE_PHASES))
+span = st.tuples(st.floats(-0.05, 1.0), st.floats(0.0, 0.6), amounts(2000.0), st.sampled_from(semconv.COMPUTE_PHASES))
 
 
 def counter(moves: list[tuple[int, float]], scale: float) -> list[tuple[int, float]]:
@@ -89,6 +98,15 @@ def same(priced, k: int, walked) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# a piece with almost no work makes a huge density: both failed the pricer's first version, which
+# took a span's integral as a difference of running totals from the window's start
+@example(intervals=[1_523_650_878, 20 * MS, 20 * MS], power=[40.0], prefill=[],
+         decode=[(1 * MS, 1e-9), (121810891, 0.0), (226536432, 0.0), (1 * MS, 167.980236378693)],
+         with_load=True, policy="tokens",
+         spans=[(0.2178497440716602, 0.4166928397804145, 1584.884575215297, "prefill")])
+@example(intervals=[224951486, 20 * MS, 20002981], power=[115.0], prefill=[],
+         decode=[(1000011, 1e-9), (1000001, 0.0), (63238474, 0.0), (1000141, 25.0)],
+         with_load=True, policy="tokens", spans=[(0.25, 0.5, 1.0, "prefill")])
 @given(intervals=steps, power=st.lists(watts, min_size=1, max_size=6),
        prefill=counter_moves, decode=counter_moves, with_load=st.booleans(),
        policy=st.sampled_from(["tokens", "time"]), spans=st.lists(span, min_size=1, max_size=12))
