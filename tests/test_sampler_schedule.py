@@ -7,8 +7,8 @@ import time
 import pytest
 from sampler_doubles import Clock
 
-from carbonspan.instrumentation.power.energy import EVENT_RESET, EVENT_WRAP, EnergyTracker
-from carbonspan.instrumentation.power.sampler import PowerSampler
+from carbonspan.instrumentation.power.energy import EVENT_RESET, EVENT_WRAP, LOCK_AFTER_TICKS, EnergyTracker
+from carbonspan.instrumentation.power.sampler import VERIFY_EVERY_TICKS, PowerSampler
 from carbonspan.instrumentation.power.simulated import SimulatedGpu, SimulatedPowerSource
 from carbonspan.instrumentation.power.source import GpuInfo, Reading
 
@@ -182,3 +182,117 @@ def test_energy_points_are_placed_at_the_counter_updates():
     assert points[2] == [0, 500 * MS, 1_000 * MS, 1_500 * MS]  # a stalled counter still shows every 5 ticks
     assert len(sink.gauges) == 3 * 20  # power at every tick
     assert sampler.stats[1].polls == 20  # a placed update stops the polls until the one before the next tick
+    assert not any(tracker.locked for tracker in sampler.trackers.values())  # 2 s: not yet learned
+
+
+def true_updates(gpu: SimulatedGpu, until_ns: int) -> list[int]:
+    return list(range(gpu.origin_ns + gpu.counter_phase_ns, until_ns, gpu.counter_update_ns))
+
+
+def test_once_a_counter_keeps_its_place_between_ticks_it_is_not_polled_and_its_points_stay_there():
+    """8 GPUs whose counters update every 100 ms at their own phases, the default 50 ms polls:
+    after LOCK_AFTER_TICKS ticks the sampler wakes for the ticks only, but for one interval every
+    VERIFY_EVERY_TICKS, and every energy point stays at the midpoint of the half-interval holding
+    its update, where the polls put it."""
+    clock = Clock(0)
+    phases = (3, 17, 31, 49, 52, 66, 88, 97)
+    gpus = [SimulatedGpu("H100 SXM", clock=clock, counter_phase_ns=phase * MS) for phase in phases]
+    sampler = PowerSampler(SimulatedPowerSource(gpus, clock), RecordingSink(), 0.1, clock)
+    placed = {index: [] for index in range(len(gpus))}
+
+    def wait(seconds):
+        clock.t += round(seconds * 1e9)
+        return clock.t > 10 * S
+
+    woken = []
+    original_step = sampler.step
+
+    def step(slot):
+        woken.append(slot)
+        for sample in original_step(slot):
+            if sample.energy_j is not None and sample.energy_time_ns > 0:
+                placed[sample.gpu.index].append(sample.energy_time_ns)
+        return []
+
+    sampler.step = step
+    sampler.run(wait)
+    learned = [slot for slot in woken if slot * sampler.poll_ns > (LOCK_AFTER_TICKS + 1) * 100 * MS]
+    polls = [slot for slot in learned if slot % 2]
+    assert all(tracker.locked or tracker._verifying for tracker in sampler.trackers.values())  # noqa: SLF001
+    assert polls and all((slot // 2 + 1) % VERIFY_EVERY_TICKS == 0 for slot in polls)  # tick k verifies k, k+1
+    ticks = [slot for slot in learned if slot % 2 == 0]
+    assert len(polls) <= len(ticks) // VERIFY_EVERY_TICKS + 1
+    for index, gpu in enumerate(gpus):
+        half = [u - u % (50 * MS) + 25 * MS for u in true_updates(gpu, 10 * S + 1)]
+        # the first change is placed at the read that saw it (nothing read before it to bracket it by)
+        assert placed[index][1:] == half[1 : len(placed[index])] and len(placed[index]) >= len(half) - 1
+
+
+def test_a_counter_that_moves_to_another_place_is_polled_again_and_placed_there():
+    """The counter's phase jumps by half an interval (as a drifting clock does, slowly): the next
+    verification finds the change elsewhere and the tracker learns the new place."""
+    clock = Clock(0)
+    gpu = SimulatedGpu("H100 SXM", clock=clock, counter_phase_ns=20 * MS)
+    sampler = PowerSampler(SimulatedPowerSource([gpu], clock), RecordingSink(), 0.1, clock)
+    tracker = sampler.trackers[0]
+    placed = []
+    for slot in range(200):  # 10 s at 50 ms
+        clock.t = slot * 50 * MS
+        if slot == 111:
+            gpu.counter_phase_ns = 70 * MS  # from 5.55 s on the counter updates at 70 ms past each tick
+        placed += [s.energy_time_ns for s in sampler.step(slot) if s.energy_j is not None]
+        if slot in (97, 197):  # learned (not the interval of a verification, which polls)
+            assert tracker.locked
+    lagging = [t % (100 * MS) for t in placed if 5.6 * S < t < 5.9 * S]
+    after = [t % (100 * MS) for t in placed if t > 6 * S]
+    assert set(lagging) == {25 * MS}  # until the verification at 5.9 s, placed where the counter was
+    assert after and set(after) == {75 * MS}  # then in the second half-interval, where the polls put it
+
+
+@pytest.mark.parametrize(("update_ms", "interval_s"), [
+    (105, 0.1),  # a period 5 % off the interval: its place moves every ~10 ticks
+    (1, 0.1),  # an accumulator that moves at every read
+    (100, 1.0),  # ten updates per interval: the polls place each of them
+])
+def test_a_counter_that_does_not_change_once_per_interval_in_one_place_never_locks(update_ms, interval_s):
+    clock = Clock(0)
+    gpu = SimulatedGpu("H100 SXM", clock=clock, counter_update_ns=update_ms * MS, counter_phase_ns=update_ms * MS // 5)
+    sampler = PowerSampler(SimulatedPowerSource([gpu], clock), RecordingSink(), interval_s, clock)
+    locked = []
+    for slot in range(400):  # 20 s at 10 Hz, 200 s at 1 Hz
+        clock.t = slot * sampler.poll_ns
+        sampler.step(slot)
+        locked.append(sampler.trackers[0].locked)
+    assert not any(locked)
+    assert sampler.stats[0].polls >= 400 // sampler.polls_per_tick  # at least every pre-tick poll
+
+
+class StallingSource(SimulatedPowerSource):
+    """Its counters stop moving once ``stalled`` (a hung driver), power readings go on."""
+
+    stalled: dict[int, float] = {}
+
+    def read(self, index):
+        reading = super().read(index)
+        if index in self.stalled:
+            reading.energy_j = self.stalled[index]
+        return reading
+
+    def read_energy(self, index):
+        return self.stalled.get(index, super().read_energy(index))
+
+
+def test_a_locked_counter_that_stops_moving_is_polled_again_at_the_next_tick():
+    clock = Clock(0)
+    source = StallingSource([SimulatedGpu("H100 SXM", clock=clock, counter_phase_ns=40 * MS)], clock)
+    sampler = PowerSampler(source, RecordingSink(), 0.1, clock)
+    tracker = sampler.trackers[0]
+    for slot in range(69):
+        clock.t = slot * 50 * MS
+        sampler.step(slot)
+    assert tracker.locked
+    source.stalled = {0: source.read_energy(0)}  # as the tick just read it
+    for slot in (69, 70):
+        clock.t = slot * 50 * MS
+        sampler.step(slot)  # nothing to poll; then a tick that finds the counter as it was
+    assert not tracker.locked and tracker.armed

@@ -20,6 +20,9 @@ logger = logging.getLogger(__name__)
 
 #: no board draws more: an apparent wrap implying more power than this was a reset.
 MAX_PLAUSIBLE_POWER_W = 5_000.0
+#: ticks whose counter change lay at the same place before them, after which polls stop (2 s at 10 Hz: a
+#: counter whose period is 5 % off the interval moves to another place within ~1 s and never locks)
+LOCK_AFTER_TICKS = 20
 
 EVENT_RESET = "reset"
 EVENT_WRAP = "wrap"
@@ -59,6 +62,19 @@ class EnergyTracker:
     (the sampler still polls every counter once just before each tick, so that an update landing
     right before the tick is placed too): about one energy point per interval or per counter
     update, whichever is rarer, each at the counter's update.
+
+    Polls cost a wake-up each, and a counter that updates as often as the ticks (NVML's ~100 ms
+    against the default 100 ms interval) lands at the same place between two ticks every time. So
+    the tracker learns that place: at each tick it notes how long before the tick the change it
+    last placed between two reads lies; after ``LOCK_AFTER_TICKS`` ticks that agree (within a
+    quarter of a read period) it is ``locked`` and needs no polls: a tick that sees the counter changed since
+    the previous tick stamps the change that long before itself, where the polls would have put it.
+    Only a counter that changes once per interval locks (one that moves more often is read fresh,
+    or, at a long interval, placed by the polls at each of its updates). It unlocks, and polls
+    again, when a tick finds the counter unchanged, or when a verification
+    (``verify()``: polls for one interval, the sampler asks every ``VERIFY_EVERY_TICKS``) places the
+    change elsewhere; a counter whose updates do not keep one place (another period, jitter) never
+    locks and is polled as before.
     A counter that has not moved for ``stale_after_ns`` gets a point at the tick's read time, so
     a stalled counter still shows. Without ``read_period_ns`` every reading is stamped with its
     read time.
@@ -83,6 +99,13 @@ class EnergyTracker:
         self._read_ns = 0  # counter mode: the previous read, its value, and whether it had changed
         self._read_raw_j = 0.0
         self._read_changed = True
+        self._tolerance_ns = read_period_ns // 4  # places are a half read period apart or more
+        self._tick_ns = 0  # the previous tick's read
+        self._bracketed_ns: int | None = None  # the last change placed between two close reads
+        self._lead_ns = 0  # how long before a tick its counter change lies (learned)
+        self._agreeing_ticks = 0
+        self._verifying = False
+        self._changes = 0  # changes seen since the previous tick
 
     def update(self, reading: Reading) -> Sample | None:
         """A tick's reading: its sample, or None when it carries neither energy nor power."""
@@ -99,7 +122,7 @@ class EnergyTracker:
                 logger.warning("GPU %s: energy now from %s readings: starting a new series", self.gpu.uuid, mode)
                 time_ns = max(time_ns, self._last_time_ns + 1)
             self._mode, self._start_ns, self._total_j = mode, time_ns, 0.0
-            self.armed = False
+            self.armed, self._agreeing_ticks = False, 0
             if mode == "counter":
                 self._last_raw_j = self._read_raw_j = reading.energy_j
                 self._read_ns, self._read_changed = time_ns, True
@@ -119,6 +142,17 @@ class EnergyTracker:
         """True while the series comes from an energy counter (what polls read)."""
         return self._mode == "counter"
 
+    @property
+    def locked(self) -> bool:
+        """True while the counter's changes are placed from the learned lead, without polls."""
+        return self._agreeing_ticks >= LOCK_AFTER_TICKS and not self._verifying
+
+    def verify(self) -> None:
+        """Until the next tick, be polled as an unlocked tracker is, and check the change that
+        places against the learned lead."""
+        if self.locked:
+            self.armed = self._verifying = True
+
     def poll(self, time_ns: int, raw_j: float) -> Sample | None:
         """An energy-only read between ticks: the sample when it places a change."""
         if raw_j == self._read_raw_j and time_ns > self._read_ns:  # the common case, kept cheap
@@ -131,23 +165,50 @@ class EnergyTracker:
         if time_ns <= self._read_ns:  # a clock step backwards: nothing sensible to add
             return Sample(self.gpu, time_ns, None, None, None, power_w)
         gap = time_ns - self._read_ns
-        changed = raw_j != self._read_raw_j
+        changed = fresh = raw_j != self._read_raw_j
         at: int | None = None
         if changed and gap <= self._bracket_ns:
             at = time_ns if self._read_changed else self._read_ns + gap // 2
+            self._bracketed_ns = at
+        elif changed and tick and self.locked:
+            at = max(time_ns - self._lead_ns, self._read_ns + 1)  # where the polls would have placed it
+            fresh = False  # a change over a whole interval says nothing of how often the counter moves
         elif changed and not (self._polled and tick):
             at = time_ns  # no closer read to place it by, and none is coming before the next tick
         elif tick and time_ns - self._last_time_ns >= self._stale_after_ns:
             at = time_ns  # polling has not placed a change for a while (stalled counter, busy machine)
-        self._read_ns, self._read_raw_j, self._read_changed = time_ns, raw_j, changed
+        self._changes += changed
+        if tick and self._polled:
+            self._learn_lead(time_ns)
+        self._read_ns, self._read_raw_j, self._read_changed = time_ns, raw_j, fresh
         if at is None:
-            self.armed = self._polled
+            self.armed = self._polled and not self.locked
             return Sample(self.gpu, time_ns, None, None, None, power_w)
         self.armed = False
         at = max(at, self._last_time_ns + 1)
         event = self._add_counter(raw_j, at)
         self._last_raw_j, self._last_time_ns = raw_j, at
         return Sample(self.gpu, time_ns, self._start_ns, at, self._total_j, power_w, event)
+
+    def _learn_lead(self, tick_ns: int) -> None:
+        """At a tick: did the counter change once since the previous tick, placed between two
+        reads as long before this tick as the changes before it? (Locked and not verifying, the
+        change was placed from the lead: nothing learned, but a counter that did not move unlocks.)"""
+        placed, self._bracketed_ns = self._bracketed_ns, None
+        if placed is not None and placed <= self._tick_ns:
+            placed = None  # placed in an earlier interval
+        changes, self._changes = self._changes, 0
+        predicted = self.locked  # this interval's change was placed from the lead, not polled for
+        self._tick_ns, self._verifying = tick_ns, False
+        if changes != 1:
+            self._agreeing_ticks = 0  # a skipped update, or a counter that moves more often than the ticks
+        elif placed is None:
+            if not predicted:
+                self._agreeing_ticks = 0  # polled, yet no change placed between close reads
+        elif self._agreeing_ticks and abs(tick_ns - placed - self._lead_ns) < self._tolerance_ns:
+            self._lead_ns, self._agreeing_ticks = tick_ns - placed, self._agreeing_ticks + 1  # follows a slow drift
+        else:
+            self._lead_ns, self._agreeing_ticks = tick_ns - placed, 1
 
     def _add_counter(self, raw_j: float, time_ns: int) -> str | None:
         delta = raw_j - self._last_raw_j

@@ -5,8 +5,10 @@ Every ``interval`` a tick reads each GPU's energy and power. Between ticks, ever
 ``energy_poll`` (default 50 ms), it reads the energy counter of the GPUs whose tracker is armed,
 to catch the moment the driver updates the counter (NVML: every ~100 ms) and stamp the energy
 point there rather than at a read up to 100 ms after the update (see ``EnergyTracker``). A GPU
-stops being polled once its update is caught, until the poll just before the next tick, so the
-thread mostly sleeps.
+stops being polled once its update is caught, until the poll just before the next tick; once its
+tracker has learned where between two ticks its counter changes (``locked``), it is not polled
+at all but for one interval every ``VERIFY_EVERY_TICKS`` ticks. So the thread mostly sleeps, and
+wakes only for the ticks once every counter's place is learned.
 
 Two ways to drive it. ``step(slot)`` runs one slot of the grid (a tick, ``sample_once()``, every
 ``polls_per_tick`` slots; a poll, ``poll_once()``, in the others) and returns the samples; no
@@ -46,6 +48,9 @@ DEFAULT_ENERGY_POLL_S = 0.05
 DEFAULT_PROTOCOL = "http/protobuf"  # otlp_push.PROTOCOL_HTTP_PROTOBUF (otlp_push is imported when used)
 #: a counter that has not moved for this many intervals gets a point at the tick anyway.
 STALE_TICKS = 5
+#: every this many ticks the locked trackers are polled for one interval, to check their learned place
+#: (a counter whose phase drifts against the host's clock is caught within a second at 10 Hz).
+VERIFY_EVERY_TICKS = 10
 
 
 class MetricSink(Protocol):
@@ -107,6 +112,7 @@ class PowerSampler:
         self._attributes = {g.index: gpu_attributes(g) for g in self.gpus}
         self._active = [g.index for g in self.gpus]
         self.missed_ticks = 0
+        self._ticks = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -114,6 +120,8 @@ class PowerSampler:
     def sample_once(self) -> list[Sample]:
         """Read every GPU once; a GPU that fails is logged and skipped, the others are read."""
         samples = []
+        self._ticks += 1
+        verify = self._ticks % VERIFY_EVERY_TICKS == 0
         for index in list(self._active):
             stats = self.stats[index]
             try:
@@ -131,7 +139,10 @@ class PowerSampler:
             if stats.failing:
                 logger.info("GPU %s readable again", self._uuid(index))
                 stats.failing = False
-            sample = self.trackers[index].update(reading)
+            tracker = self.trackers[index]
+            sample = tracker.update(reading)
+            if verify:
+                tracker.verify()
             if sample is None:
                 continue
             stats.samples += 1
@@ -142,21 +153,21 @@ class PowerSampler:
 
     def step(self, slot: int) -> list[Sample]:
         """Slot ``slot`` of the grid (``poll_ns`` apart, slot 0 a tick): a tick, a poll of the
-        armed GPUs, or, in the slot just before a tick, a poll of every counter: an update that
-        lands right before the tick is then placed between that poll and the tick."""
+        armed GPUs, or, in the slot just before a tick, a poll of every counter not locked: an
+        update that lands right before the tick is then placed between that poll and the tick."""
         phase = slot % self.polls_per_tick
         if phase == 0:
             return self.sample_once()
         return self.poll_once(every=phase == self.polls_per_tick - 1)
 
     def poll_once(self, every: bool = False) -> list[Sample]:
-        """Read the energy counter of every armed GPU (``every``: of every GPU with a counter);
-        the samples of the changes it placed. A failed read is left to the next tick, which logs
-        and counts it."""
+        """Read the energy counter of every armed GPU (``every``: of every GPU with a counter that
+        is not locked); the samples of the changes it placed. A failed read is left to the next
+        tick, which logs and counts it."""
         samples = []
         for index in self._active:
             tracker = self.trackers[index]
-            if not (tracker.armed or (every and tracker.counting)):
+            if not (tracker.armed or (every and tracker.counting and not tracker.locked)):
                 continue
             time_ns = self.clock()
             try:
@@ -173,9 +184,19 @@ class PowerSampler:
                     self._emit(sample, self._attributes[index])
         return samples
 
-    def _any_armed(self) -> bool:
-        trackers = self.trackers
-        return any(trackers[index].armed for index in self._active)
+    def _next_poll(self, slot: int) -> int:
+        """The first slot from ``slot`` on with something to read: a tick, a poll while a GPU is
+        armed, the pre-tick poll while a counter is not locked."""
+        per_tick = self.polls_per_tick
+        phase = slot % per_tick
+        if phase == 0:
+            return slot
+        trackers = [self.trackers[index] for index in self._active]
+        if any(t.armed for t in trackers):
+            return slot
+        if any(t.counting and not t.locked for t in trackers):
+            return slot + per_tick - 1 - phase  # the pre-tick poll
+        return slot + per_tick - phase  # the next tick
 
     def _emit(self, sample: Sample, attributes: Mapping[str, AttributeValue]) -> None:
         if sample.energy_j is not None:
@@ -203,9 +224,7 @@ class PowerSampler:
             now = self.clock()
             next_slot = (now - start) // self.poll_ns + 1
             self.missed_ticks += (next_slot - 1) // per_tick - slot // per_tick  # ticks that passed meanwhile
-            if 0 < next_slot % per_tick < per_tick - 1 and not self._any_armed():
-                next_slot += per_tick - 1 - next_slot % per_tick  # nothing to poll: sleep to the pre-tick poll
-            slot = next_slot
+            slot = self._next_poll(next_slot)
             if wait((start + slot * self.poll_ns - now) * 1e-9):
                 return
 
