@@ -84,14 +84,20 @@ def test_threaded_start_stop_samples_and_stops():
 
 
 class RecordingSink:
+    """The sampler's sink contract (``MetricSink``): handles are prefixes of their points."""
+
     def __init__(self):
         self.sums, self.gauges = [], []
 
-    def add_sum(self, name, unit, attributes, start_time_ns, time_ns, value, monotonic=True):
-        self.sums.append((start_time_ns, time_ns, value))
+    def series(self, name, unit, attributes, *, is_sum, monotonic=False):
+        return (is_sum,)
 
-    def add_gauge(self, name, unit, attributes, time_ns, value):
-        self.gauges.append((time_ns, value))
+    def add_points(self, points):
+        for is_sum, start_time_ns, time_ns, value in points:
+            if is_sum:
+                self.sums.append((start_time_ns, time_ns, value))
+            else:
+                self.gauges.append((time_ns, value))
 
 
 def test_wrap_is_told_from_reset():
@@ -218,7 +224,7 @@ def test_once_a_counter_keeps_its_place_between_ticks_it_is_not_polled_and_its_p
     sampler.run(wait)
     learned = [slot for slot in woken if slot * sampler.poll_ns > (LOCK_AFTER_TICKS + 1) * 100 * MS]
     polls = [slot for slot in learned if slot % 2]
-    assert all(tracker.locked or tracker._verifying for tracker in sampler.trackers.values())  # noqa: SLF001
+    assert all(tracker.locked or tracker.armed for tracker in sampler.trackers.values())  # armed: verifying
     assert polls and all((slot // 2 + 1) % VERIFY_EVERY_TICKS == 0 for slot in polls)  # tick k verifies k, k+1
     ticks = [slot for slot in learned if slot % 2 == 0]
     assert len(polls) <= len(ticks) // VERIFY_EVERY_TICKS + 1
@@ -229,23 +235,26 @@ def test_once_a_counter_keeps_its_place_between_ticks_it_is_not_polled_and_its_p
 
 
 def test_a_counter_that_moves_to_another_place_is_polled_again_and_placed_there():
-    """The counter's phase jumps by half an interval (as a drifting clock does, slowly): the next
-    verification finds the change elsewhere and the tracker learns the new place."""
+    """The counter's phase jumps by half an interval (a driver reload; a drifting clock does it
+    slowly): the next verification finds the change elsewhere and the tracker learns the new place."""
     clock = Clock(0)
     gpu = SimulatedGpu("H100 SXM", clock=clock, counter_phase_ns=20 * MS)
     sampler = PowerSampler(SimulatedPowerSource([gpu], clock), RecordingSink(), 0.1, clock)
     tracker = sampler.trackers[0]
+    jump_ns = 3 * S + 50 * MS  # after the lock (2 s), between two verifications
+    verified_ns = (-(-(jump_ns // (100 * MS) + 1) // VERIFY_EVERY_TICKS) * VERIFY_EVERY_TICKS - 1) * 100 * MS
+    end_slot = (verified_ns + 3 * S) // (50 * MS)  # relearned 2 s after the verification
     placed = []
-    for slot in range(200):  # 10 s at 50 ms
+    for slot in range(end_slot):
         clock.t = slot * 50 * MS
-        if slot == 111:
-            gpu.counter_phase_ns = 70 * MS  # from 5.55 s on the counter updates at 70 ms past each tick
-        placed += [s.energy_time_ns for s in sampler.step(slot) if s.energy_j is not None]
-        if slot in (97, 197):  # learned (not the interval of a verification, which polls)
+        if clock.t == jump_ns:
             assert tracker.locked
-    lagging = [t % (100 * MS) for t in placed if 5.6 * S < t < 5.9 * S]
-    after = [t % (100 * MS) for t in placed if t > 6 * S]
-    assert set(lagging) == {25 * MS}  # until the verification at 5.9 s, placed where the counter was
+            gpu.counter_phase_ns = 70 * MS  # from now on the counter updates at 70 ms past each tick
+        placed += [s.energy_time_ns for s in sampler.step(slot) if s.energy_j is not None]
+    assert tracker.locked
+    lagging = [t % (100 * MS) for t in placed if jump_ns + 50 * MS < t < verified_ns]
+    after = [t % (100 * MS) for t in placed if t > verified_ns + 100 * MS]
+    assert set(lagging) == {25 * MS}  # until the verifying interval, placed where the counter was
     assert after and set(after) == {75 * MS}  # then in the second half-interval, where the polls put it
 
 

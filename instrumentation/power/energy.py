@@ -104,8 +104,9 @@ class EnergyTracker:
         self._bracketed_ns: int | None = None  # the last change placed between two close reads
         self._lead_ns = 0  # how long before a tick its counter change lies (learned)
         self._agreeing_ticks = 0
-        self._verifying = False
         self._changes = 0  # changes seen since the previous tick
+        #: True while the counter's changes are placed from the learned lead, without polls
+        self.locked = False
 
     def update(self, reading: Reading) -> Sample | None:
         """A tick's reading: its sample, or None when it carries neither energy nor power."""
@@ -122,7 +123,7 @@ class EnergyTracker:
                 logger.warning("GPU %s: energy now from %s readings: starting a new series", self.gpu.uuid, mode)
                 time_ns = max(time_ns, self._last_time_ns + 1)
             self._mode, self._start_ns, self._total_j = mode, time_ns, 0.0
-            self.armed, self._agreeing_ticks = False, 0
+            self.armed, self.locked, self._agreeing_ticks = False, False, 0
             if mode == "counter":
                 self._last_raw_j = self._read_raw_j = reading.energy_j
                 self._read_ns, self._read_changed = time_ns, True
@@ -142,16 +143,11 @@ class EnergyTracker:
         """True while the series comes from an energy counter (what polls read)."""
         return self._mode == "counter"
 
-    @property
-    def locked(self) -> bool:
-        """True while the counter's changes are placed from the learned lead, without polls."""
-        return self._agreeing_ticks >= LOCK_AFTER_TICKS and not self._verifying
-
     def verify(self) -> None:
         """Until the next tick, be polled as an unlocked tracker is, and check the change that
         places against the learned lead."""
         if self.locked:
-            self.armed = self._verifying = True
+            self.armed, self.locked = True, False
 
     def poll(self, time_ns: int, raw_j: float) -> Sample | None:
         """An energy-only read between ticks: the sample when it places a change."""
@@ -177,8 +173,12 @@ class EnergyTracker:
             at = time_ns  # no closer read to place it by, and none is coming before the next tick
         elif tick and time_ns - self._last_time_ns >= self._stale_after_ns:
             at = time_ns  # polling has not placed a change for a while (stalled counter, busy machine)
-        self._changes += changed
-        if tick and self._polled:
+        if not (tick and self._polled):
+            self._changes += changed
+        elif self.locked and changed and not self._changes and self._bracketed_ns is None:
+            self._tick_ns = time_ns  # once learned, the common tick: one change, placed from the lead
+        else:
+            self._changes += changed
             self._learn_lead(time_ns)
         self._read_ns, self._read_raw_j, self._read_changed = time_ns, raw_j, fresh
         if at is None:
@@ -199,7 +199,7 @@ class EnergyTracker:
             placed = None  # placed in an earlier interval
         changes, self._changes = self._changes, 0
         predicted = self.locked  # this interval's change was placed from the lead, not polled for
-        self._tick_ns, self._verifying = tick_ns, False
+        self._tick_ns = tick_ns
         if changes != 1:
             self._agreeing_ticks = 0  # a skipped update, or a counter that moves more often than the ticks
         elif placed is None:
@@ -209,6 +209,7 @@ class EnergyTracker:
             self._lead_ns, self._agreeing_ticks = tick_ns - placed, self._agreeing_ticks + 1  # follows a slow drift
         else:
             self._lead_ns, self._agreeing_ticks = tick_ns - placed, 1
+        self.locked = self._agreeing_ticks >= LOCK_AFTER_TICKS  # a verification ends here
 
     def _add_counter(self, raw_j: float, time_ns: int) -> str | None:
         delta = raw_j - self._last_raw_j

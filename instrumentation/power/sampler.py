@@ -48,22 +48,24 @@ DEFAULT_ENERGY_POLL_S = 0.05
 DEFAULT_PROTOCOL = "http/protobuf"  # otlp_push.PROTOCOL_HTTP_PROTOBUF (otlp_push is imported when used)
 #: a counter that has not moved for this many intervals gets a point at the tick anyway.
 STALE_TICKS = 5
-#: every this many ticks the locked trackers are polled for one interval, to check their learned place
-#: (a counter whose phase drifts against the host's clock is caught within a second at 10 Hz).
-VERIFY_EVERY_TICKS = 10
+#: every this many ticks the locked trackers are polled for one interval, to check their learned place:
+#: a counter whose update moved (a driver reload; a clock drifting against the host's, at 100 ppm, moves
+#: it by 0.5 ms in that time) is placed up to half a poll period off for at most 5 s at 10 Hz. A counter
+#: that stops is caught at the next tick. Every 10 ticks cost ~0.02 % of a core more (bench/sampler_cpu.py).
+VERIFY_EVERY_TICKS = 50
 
 
 class MetricSink(Protocol):
-    """What the sampler writes to; ``TimestampedMetricBatcher`` is one."""
+    """What the sampler writes to; ``TimestampedMetricBatcher`` is one. The sampler asks for each
+    GPU's two series once and hands over each tick's points in one call (one lock, no lookups)."""
 
-    def add_sum(
-        self, name: str, unit: str, attributes: Mapping[str, AttributeValue], start_time_ns: int, time_ns: int,
-        value: float, monotonic: bool = True,
-    ) -> None: ...
+    def series(
+        self, name: str, unit: str, attributes: Mapping[str, AttributeValue], *, is_sum: bool, monotonic: bool = False
+    ) -> tuple:
+        """A handle h: ``h + (start_time_ns, time_ns, value)`` is one point of the series."""
+        ...
 
-    def add_gauge(
-        self, name: str, unit: str, attributes: Mapping[str, AttributeValue], time_ns: int, value: float
-    ) -> None: ...
+    def add_points(self, points: list[tuple]) -> None: ...
 
 
 def gpu_attributes(gpu: GpuInfo) -> dict[str, AttributeValue]:
@@ -110,6 +112,13 @@ class PowerSampler:
         }
         self.stats = {g.index: GpuStats() for g in self.gpus}
         self._attributes = {g.index: gpu_attributes(g) for g in self.gpus}
+        #: per GPU, the handles of its hw.energy and hw.power series in the sink
+        self._series = {} if sink is None else {
+            g.index: (sink.series(semconv.HW_ENERGY, semconv.UNIT_JOULE, self._attributes[g.index], is_sum=True,
+                                  monotonic=True),
+                      sink.series(semconv.HW_POWER, semconv.UNIT_WATT, self._attributes[g.index], is_sum=False))
+            for g in self.gpus
+        }
         self._active = [g.index for g in self.gpus]
         self.missed_ticks = 0
         self._ticks = 0
@@ -147,8 +156,7 @@ class PowerSampler:
                 continue
             stats.samples += 1
             samples.append(sample)
-            if self.sink is not None:
-                self._emit(sample, self._attributes[index])
+        self._emit(samples)
         return samples
 
     def step(self, slot: int) -> list[Sample]:
@@ -180,8 +188,7 @@ class PowerSampler:
             sample = tracker.poll(time_ns, raw_j)
             if sample is not None:
                 samples.append(sample)
-                if self.sink is not None:
-                    self._emit(sample, self._attributes[index])
+        self._emit(samples)
         return samples
 
     def _next_poll(self, slot: int) -> int:
@@ -191,21 +198,26 @@ class PowerSampler:
         phase = slot % per_tick
         if phase == 0:
             return slot
-        trackers = [self.trackers[index] for index in self._active]
-        if any(t.armed for t in trackers):
-            return slot
-        if any(t.counting and not t.locked for t in trackers):
-            return slot + per_tick - 1 - phase  # the pre-tick poll
-        return slot + per_tick - phase  # the next tick
+        pre_tick = False
+        trackers = self.trackers
+        for index in self._active:
+            tracker = trackers[index]
+            if tracker.armed:
+                return slot
+            pre_tick = pre_tick or (tracker.counting and not tracker.locked)
+        return slot + per_tick - 1 - phase if pre_tick else slot + per_tick - phase  # the pre-tick poll, or the tick
 
-    def _emit(self, sample: Sample, attributes: Mapping[str, AttributeValue]) -> None:
-        if sample.energy_j is not None:
-            self.sink.add_sum(
-                semconv.HW_ENERGY, semconv.UNIT_JOULE, attributes, sample.start_time_ns, sample.energy_time_ns,
-                sample.energy_j,
-            )
-        if sample.power_w is not None:
-            self.sink.add_gauge(semconv.HW_POWER, semconv.UNIT_WATT, attributes, sample.time_ns, sample.power_w)
+    def _emit(self, samples: list[Sample]) -> None:
+        if self.sink is None or not samples:
+            return
+        points = []
+        for sample in samples:
+            energy, power = self._series[sample.gpu.index]
+            if sample.energy_j is not None:
+                points.append(energy + (sample.start_time_ns, sample.energy_time_ns, sample.energy_j))
+            if sample.power_w is not None:
+                points.append(power + (0, sample.time_ns, sample.power_w))
+        self.sink.add_points(points)
 
     def _uuid(self, index: int) -> str:
         return self._attributes[index][semconv.HW_ID]
