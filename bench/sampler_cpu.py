@@ -162,7 +162,7 @@ def main() -> None:
     receiver.start()
     endpoint = receiver_end.recv()
 
-    start_at = time.monotonic() + 4.0  # both samplers started and 2 s or more into their run
+    start_at = time.monotonic() + 4.0  # both samplers 2 s or more into their run: the counters are learned
     default = " (default)" if args.energy_poll == DEFAULT_ENERGY_POLL_S else ""
     configs = {f"energy polls every {args.energy_poll * 1e3:.0f} ms{default}": args.energy_poll,
                "no energy polls": None}
