@@ -14,7 +14,7 @@ from typing import Any
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
@@ -51,8 +51,11 @@ class CollectorMetrics:
             View(instrument_type=Histogram, instrument_name=sc.METRIC_REQUEST_ENERGY,
                  aggregation=ExplicitBucketHistogramAggregation(ENERGY_BUCKETS_J)),
         ]
+        # No exemplars: the SDK's default filter looks for a sampled span in the current context at every
+        # record, and the collector records outside any span, so it only costs (~1.2 us of ~8 per record).
         self.provider = MeterProvider(metric_readers=[self.reader], views=views,
-                                      resource=Resource.create({sc.SERVICE_NAME: SERVICE_NAME}))
+                                      resource=Resource.create({sc.SERVICE_NAME: SERVICE_NAME}),
+                                      exemplar_filter=AlwaysOffExemplarFilter())
         meter = self.provider.get_meter("carbonspan.collector")
         self._request_co2e = meter.create_histogram(
             sc.METRIC_REQUEST_CO2E, unit=sc.UNIT_GRAM, description="CO2e of each request (operational + embodied)")
