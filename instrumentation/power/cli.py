@@ -27,15 +27,16 @@ def _seconds(text: str, allow_zero: bool = False) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from carbonspan.instrumentation.power.sampler import DEFAULT_ENERGY_POLL_S
+    from carbonspan.instrumentation.power.sampler import DEFAULT_ENERGY_POLL_S, VERIFY_EVERY_TICKS
 
     parser.add_argument("--interval", type=_seconds, default=0.1, help="seconds between samples (default 0.1)")
     parser.add_argument("--energy-poll", type=lambda text: _seconds(text, allow_zero=True),
                         default=DEFAULT_ENERGY_POLL_S, metavar="SECONDS",
                         help=f"between samples, read the energy counters every this many seconds to place each "
-                             f"counter update in time (default {DEFAULT_ENERGY_POLL_S}; 0: read them at the samples "
-                             f"only, which costs less CPU and stamps energy up to one counter period late, see "
-                             f"docs/sampler.md)")
+                             f"counter update in time, until the place of a counter's updates is learned (then "
+                             f"one interval every {VERIFY_EVERY_TICKS} samples); default {DEFAULT_ENERGY_POLL_S}; "
+                             f"0: read them at the samples only, which stamps energy up to one counter period "
+                             f"late (docs/sampler.md)")
     parser.add_argument("--export-interval", type=_seconds, default=1.0, help="seconds between exports (default 1)")
     parser.add_argument("--simulate", metavar="MODEL[xN]",
                         help="simulated GPUs, e.g. 'H100 SXM x4' or 'A100 SXM x2,L4'")
