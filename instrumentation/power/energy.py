@@ -67,14 +67,14 @@ class EnergyTracker:
     against the default 100 ms interval) lands at the same place between two ticks every time. So
     the tracker learns that place: at each tick it notes how long before the tick the change it
     last placed between two reads lies; after ``LOCK_AFTER_TICKS`` ticks that agree (within a
-    quarter of a read period) it is ``locked`` and needs no polls: a tick that sees the counter changed since
-    the previous tick stamps the change that long before itself, where the polls would have put it.
-    Only a counter that changes once per interval locks (one that moves more often is read fresh,
-    or, at a long interval, placed by the polls at each of its updates). It unlocks, and polls
-    again, when a tick finds the counter unchanged, or when a verification
-    (``verify()``: polls for one interval, the sampler asks every ``VERIFY_EVERY_TICKS``) places the
-    change elsewhere; a counter whose updates do not keep one place (another period, jitter) never
-    locks and is polled as before.
+    quarter of a read period) it is ``locked`` and needs no polls: a tick that sees the counter
+    changed since the previous tick stamps the change that long before itself, where the polls
+    would have put it. Only a counter that changes once per interval locks (one that moves more
+    often is read fresh, or, at a long interval, placed by the polls at each of its updates). It
+    unlocks, and polls again, when a tick finds the counter unchanged, or when a verification
+    (``verify()``: polls for one interval; the sampler asks for one every ``VERIFY_EVERY_TICKS``)
+    places the change elsewhere; a counter whose updates do not keep one place (another period,
+    jitter) never locks and is polled as before.
     A counter that has not moved for ``stale_after_ns`` gets a point at the tick's read time, so
     a stalled counter still shows. Without ``read_period_ns`` every reading is stamped with its
     read time.
