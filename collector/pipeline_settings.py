@@ -19,6 +19,7 @@ from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.processors.attribution import POLICIES, POLICY_TOKENS
 from carbonspan.processors.join import IDLE_POLICIES, IDLE_REPORT, JoinSettings
+from carbonspan.processors.metric_filter import MATCH_TYPES, MetricFilter, NameMatch
 from carbonspan.processors.rollup import RollupSettings
 
 MIB = 1024 * 1024
@@ -240,13 +241,40 @@ def _memory_limiter(component_id: str, data: dict[str, Any], context: dict[str, 
     )
 
 
+def _filter(component_id: str, data: dict[str, Any], context: dict[str, Any]) -> MetricFilter:
+    """The Collector filter processor's metric name matching (``metrics.include`` /
+    ``metrics.exclude``); its OTTL conditions and span and log filters are not offered."""
+    section = Section(data)
+    metrics = section.section("metrics")
+    matches: dict[str, NameMatch] = {}
+    for side in ("include", "exclude"):
+        if not metrics.has(side):
+            continue
+        match = metrics.section(side)
+        match_type = match.raw("match_type")
+        if match_type not in MATCH_TYPES:
+            raise ConfigError(match.key("match_type"), f"expected one of {', '.join(MATCH_TYPES)}, got {match_type!r}")
+        names = match.raw("metric_names")
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(match.key("metric_names"), f"expected a list of metric names, got {names!r}")
+        try:
+            matches[side] = NameMatch(match_type, tuple(names))
+        except re.error as exc:
+            raise ConfigError(match.key("metric_names"), f"not a regular expression: {exc}") from exc
+    section.check_unknown()
+    if not matches:
+        raise ConfigError("metrics", "set metrics.include, metrics.exclude or both")
+    return MetricFilter(**matches)
+
+
 PROCESSORS: dict[str, Callable[[str, dict[str, Any], dict[str, Any]], Any]] = {
     "carbon": _carbon,
     "carbon_rollup": _rollup,
     "batch": _batch,
     "memory_limiter": _memory_limiter,
+    "filter": _filter,
 }
-_PROCESSOR_SIGNALS = {"carbon_rollup": frozenset({"traces"})}
+_PROCESSOR_SIGNALS = {"carbon_rollup": frozenset({"traces"}), "filter": frozenset({"metrics"})}
 
 
 def processor_signals(component: Any) -> frozenset[str]:

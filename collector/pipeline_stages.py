@@ -15,6 +15,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 from carbonspan.collector.pipeline_settings import BatchSettings, CarbonSettings
 from carbonspan.processors.join import CarbonJoin, SpanFigures
+from carbonspan.processors.metric_filter import MetricFilter
 from carbonspan.processors.rollup import RequestRollup, RequestSummary, RollupSettings
 
 if TYPE_CHECKING:
@@ -147,6 +148,17 @@ class _Buffer:
     def take(self) -> list:
         items, self.items, self.size, self.first_ns = self.items, [], 0, None
         return items
+
+
+class FilterStage(Stage):
+    """Drops metrics by name as they pass (the ``filter`` processor)."""
+
+    def __init__(self, component_id: str, metric_filter: MetricFilter) -> None:
+        super().__init__(component_id)
+        self.filter = metric_filter
+
+    def metrics(self, batch: list[ResourceMetrics], now_ns: int) -> list[ResourceMetrics]:
+        return self.filter.apply(batch)
 
 
 class BatchStage(Stage):

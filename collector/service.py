@@ -20,7 +20,7 @@ from carbonspan.collector.exporters.base import Exporter
 from carbonspan.collector.health import HealthCheck
 from carbonspan.collector.intensity_config import facility_from_config, intensity_provider_from_config
 from carbonspan.collector.pipeline import Pipeline, Router
-from carbonspan.collector.pipeline_stages import BatchStage, CarbonStage, RollupStage, Stage
+from carbonspan.collector.pipeline_stages import BatchStage, CarbonStage, FilterStage, RollupStage, Stage
 from carbonspan.collector.receivers.loop_thread import LoopThread
 from carbonspan.collector.receivers.otlp import OtlpReceiver
 from carbonspan.collector.self_metrics import CollectorMetrics
@@ -105,6 +105,8 @@ class Service:
                 self.rollups.append(stage)
             elif component.type == "batch":
                 stage = BatchStage(processor_id, component.settings)
+            elif component.type == "filter":
+                stage = FilterStage(processor_id, component.settings)
             else:  # memory_limiter: admission control at the receivers, data passes through
                 stage = Stage(processor_id)
                 limiter = component.settings

@@ -412,3 +412,36 @@ def test_two_trace_pipelines_with_a_roll_up_each_get_every_span():
         assert sorted(s.span_id for _, s in spans) == [(1).to_bytes(8, "big"), (2).to_bytes(8, "big")]
         assert summaries.count(2) == 1  # the root carries the roll-up of both spans
     svc.shutdown(5)
+
+
+FILTER = "  filter/raw:\n    metrics:\n      exclude: {match_type: regexp, metric_names: ['^hw\\.']}\n"
+FILTERED_CONFIG = CONFIG.replace("exporters:\n  recording/traces: {}\n",
+                                 "exporters:\n  recording/traces: {}\n  recording/own: {}\n").replace(
+    "processors:\n", "processors:\n" + FILTER).replace(
+    "  telemetry:", "    metrics/own: {receivers: [otlp], processors: [filter/raw], exporters: [recording/own]}\n"
+                    "  telemetry:")
+
+
+def test_a_filter_keeps_the_raw_energy_series_out_of_one_metrics_pipeline_only():
+    svc = start_service(FILTERED_CONFIG)
+    try:
+        t0 = time.time_ns() - 30 * SECOND
+        GrpcMetricExporter(endpoint=svc.addresses()["otlp/grpc"], insecure=True).export(energy_and_load(t0, "w-f"))
+        wanted = {sc.HW_ENERGY, sc.CARBON_WORKER_TOKENS, sc.METRIC_GPU_MEASURED_ENERGY}
+        names = {}
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            for exporter_id in ("recording/metrics", "recording/own"):
+                recorder = RecordingExporter.instances[exporter_id]
+                with recorder.changed:
+                    names[exporter_id] = {m.name for req in recorder.metrics for rm in req.resource_metrics
+                                          for smx in rm.scope_metrics for m in smx.metrics}
+            if wanted <= names["recording/metrics"] and wanted - {sc.HW_ENERGY} <= names["recording/own"]:
+                break
+            time.sleep(0.1)
+        assert wanted <= names["recording/metrics"]  # the carbon pipeline: everything
+        # the filtered one: the worker's counters and the collector's own metrics, no hw.* series
+        assert wanted - {sc.HW_ENERGY} <= names["recording/own"]
+        assert not any(name.startswith("hw.") for name in names["recording/own"])
+    finally:
+        svc.shutdown(5)

@@ -9,7 +9,13 @@ import pytest
 
 from carbonspan.collector.cli import main
 from carbonspan.collector.demo.command import VLLM_MISSING, export_endpoint
-from carbonspan.collector.demo.config import EXPORT_ID, default_config_path, demo_config
+from carbonspan.collector.demo.config import (
+    EXPORT_ID,
+    REPORT_FILTER_ID,
+    REPORT_PIPELINE_ID,
+    default_config_path,
+    demo_config,
+)
 
 REGIONS = ["aws/us-east-1", "gcp/europe-north1"]
 
@@ -25,7 +31,10 @@ def test_demo_config_changes_only_ports_output_counterfactuals_and_export(tmp_pa
     carbon = config.processors["carbon"].settings.join
     assert carbon.counterfactual_regions == (("aws", "us-east-1"), ("gcp", "europe-north1"))
     assert config.pipelines["traces"].exporters == ("file", EXPORT_ID)
-    assert config.pipelines["metrics"].exporters == ("prometheus", "file")
+    assert config.pipelines["metrics"].exporters == ("prometheus",)
+    report = config.pipelines[REPORT_PIPELINE_ID]  # the file gets the collector's own metrics, not the 10 Hz series
+    assert (report.receivers, report.processors, report.exporters) == (("otlp",), (REPORT_FILTER_ID,), ("file",))
+    assert not config.processors[REPORT_FILTER_ID].settings.keeps("hw.energy")
     assert config.exporters[EXPORT_ID].settings.config == {"endpoint": "127.0.0.1:14317", "tls": {"insecure": True}}
     # what the demo does not touch stays as the packaged default says
     assert config.processors["carbon_rollup"].type == "carbon_rollup"

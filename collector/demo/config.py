@@ -2,8 +2,10 @@
 ``carbonspan collector`` starts with) with only what a demo must change, edited in code.
 
 - every listening port 0, so the demo never clashes with a collector already running here;
-- ``file`` exporters write into the demo's output folder, and also get the metrics pipeline's data
-  (the report's idle vs attributed energy comes from the collector's ``carbon.gpu.*`` counters);
+- ``file`` exporters write into the demo's output folder, and also get the collector's own metrics
+  through a metrics pipeline of their own whose ``filter`` drops everything received (the report's
+  idle vs attributed energy comes from the collector's ``carbon.gpu.*`` counters; the raw 10 Hz
+  series would be most of the file);
 - ``carbon`` processors price every span in each of the fleet's regions too (counterfactuals);
 - the ``debug`` exporter and info logs are left out: the demo's stderr is its progress bar;
 - ``export``: an ``otlp`` exporter (plaintext) in the traces pipelines, to Jaeger, Tempo or any OTLP peer.
@@ -25,6 +27,8 @@ from carbonspan.collector.errors import ConfigError
 
 DEFAULT_CONFIG = "otel-config.yaml"
 EXPORT_ID = "otlp/demo_export"
+REPORT_FILTER_ID = "filter/demo_report"
+REPORT_PIPELINE_ID = "metrics/demo_report"
 _ANY_PORT = "127.0.0.1:0"
 
 
@@ -67,15 +71,25 @@ def demo_config(out_dir: Path, regions: Iterable[str], export: str | None = None
     if export is not None:
         data["exporters"][EXPORT_ID] = {"endpoint": export, "tls": {"insecure": True}}
     traces_files = []
-    for pipeline_id, pipeline in data["service"]["pipelines"].items():
+    pipelines = data["service"]["pipelines"]
+    metrics_receivers = None
+    for pipeline_id, pipeline in pipelines.items():
         exporters = [e for e in pipeline.get("exporters") or [] if kinds["exporters"].get(e) != "debug"]
         if pipeline_id.split("/", 1)[0] == "traces":
             traces_files += [files[e] for e in exporters if e in files]
             if export is not None:
                 exporters.append(EXPORT_ID)
-        else:
-            exporters += [e for e in files if e not in exporters]
+        elif metrics_receivers is None:
+            metrics_receivers = pipeline.get("receivers")
         pipeline["exporters"] = exporters
+    if metrics_receivers and files:
+        # The collector's own metrics go to every metrics pipeline's exporters: this pipeline drops
+        # what it receives (the 10 Hz energy and load series, ~90 % of a simulated demo's bytes)
+        # and so hands the files only the collector's own (carbon.gpu.* ...), which the report reads.
+        data["processors"][REPORT_FILTER_ID] = {"metrics": {"exclude": {"match_type": "regexp",
+                                                                        "metric_names": [".*"]}}}
+        pipelines[REPORT_PIPELINE_ID] = {"receivers": metrics_receivers, "processors": [REPORT_FILTER_ID],
+                                         "exporters": list(files)}
     data["service"].setdefault("telemetry", {}).setdefault("logs", {})["level"] = "warn"
     if not traces_files:
         raise ConfigError("service.pipelines", "the demo reads its report from a file exporter in a traces "
