@@ -291,7 +291,9 @@ class CarbonJoin:
                 continue
             pending.priced = ()  # taken: a span popped from both heaps is priced once
             groups.setdefault((node, phase), []).append(pending)
-            a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
+        for (node, _), group in groups.items():  # every GPU's window before its first pricer is built
+            a = min(p.start_ns for p in group)
+            b = max(max(p.end_ns, p.start_ns) for p in group)
             for gpu_id in node.gpu_ids:
                 known = self._windows.get(gpu_id)
                 self._windows[gpu_id] = (a, b) if known is None else (min(known[0], a), max(known[1], b))
