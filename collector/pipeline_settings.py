@@ -19,7 +19,7 @@ from carbonspan.collector.errors import ConfigError
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.processors.attribution import POLICIES, POLICY_TOKENS
 from carbonspan.processors.join import IDLE_POLICIES, IDLE_REPORT, JoinSettings
-from carbonspan.processors.metric_filter import MATCH_TYPES, MetricFilter, NameMatch
+from carbonspan.processors.metric_filter import MetricFilter, NameMatch
 from carbonspan.processors.rollup import RollupSettings
 
 MIB = 1024 * 1024
@@ -251,16 +251,15 @@ def _filter(component_id: str, data: dict[str, Any], context: dict[str, Any]) ->
         if not metrics.has(side):
             continue
         match = metrics.section(side)
-        match_type = match.raw("match_type")
-        if match_type not in MATCH_TYPES:
-            raise ConfigError(match.key("match_type"), f"expected one of {', '.join(MATCH_TYPES)}, got {match_type!r}")
         names = match.raw("metric_names")
         if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
             raise ConfigError(match.key("metric_names"), f"expected a list of metric names, got {names!r}")
         try:
-            matches[side] = NameMatch(match_type, tuple(names))
+            matches[side] = NameMatch(match.raw("match_type"), tuple(names))
         except re.error as exc:
             raise ConfigError(match.key("metric_names"), f"not a regular expression: {exc}") from exc
+        except ValueError as exc:
+            raise ConfigError(match.key("match_type"), str(exc)) from exc
     section.check_unknown()
     if not matches:
         raise ConfigError("metrics", "set metrics.include, metrics.exclude or both")
