@@ -165,7 +165,7 @@ class _Pending:
     end_ns: int = 0
     fresh: bool = True  # none of the attributes the join writes is on the span yet
     released: bool = False
-    #: a compute span's (energy, idle share, embodied, quality, embodied source), priced with its release
+    #: a compute span's (energy, idle share, embodied, quality, embodied source, tokens), priced with its release
     priced: tuple | None = None
 
 
@@ -323,9 +323,9 @@ class CarbonJoin:
                 embodied += facts.embodied_g_per_s * gpu_seconds
             sources.add(facts.embodied_source)
         source = "; ".join(sorted(sources)) or None
-        for pending, e, i, m, r in zip(group, (energy + idle).tolist(), idle.tolist(), embodied.tolist(),
-                                       rank.tolist(), strict=True):
-            pending.priced = (e, i, m, semconv.QUALITIES[r], source)
+        for pending, e, i, m, r, t in zip(group, (energy + idle).tolist(), idle.tolist(), embodied.tolist(),
+                                          rank.tolist(), tokens, strict=True):
+            pending.priced = (e, i, m, semconv.QUALITIES[r], source, t)
 
     def _price_on_gpu(self, gpu_id: str, node: NodeContext, a: np.ndarray, b: np.ndarray, measure: np.ndarray,
                       rate_phase: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -455,12 +455,11 @@ class CarbonJoin:
 
     def _enrich(self, span: Span, pending: _Pending, figures: SpanFigures | None) -> None:
         node, attrs, fresh = pending.node, pending.inputs, pending.fresh
-        a, b = span.start_time_unix_nano, max(span.end_time_unix_nano, span.start_time_unix_nano)
+        a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
         phase = attrs.get(semconv.CARBON_PHASE)
         reading = self._intensity(node.location, (a + b) // 2)
         if phase in semconv.COMPUTE_PHASES:
-            tokens = self._tokens(attrs, phase)
-            energy, idle, embodied, quality, embodied_source = pending.priced
+            energy, idle, embodied, quality, embodied_source, tokens = pending.priced
             values = self._output(node, reading, (a + b) // 2, energy, idle, embodied, quality, embodied_source)
             add_span_attributes(span, values, fresh)
         else:  # the same attributes for every such span of the node while the grid reading holds
