@@ -310,24 +310,19 @@ class WindowPricer:
         else:
             # r / W; no work: no share. A piece with almost no work may overflow to inf: a span on it
             # would take a capped share or an infinite figure, and price() declines both.
-            with np.errstate(over="ignore", invalid="ignore"):
-                per_work = np.divide(rates, work, out=np.zeros(len(dt)), where=work > 0)
-                e, s, h = energy * per_work, dt * 1e-9 * per_work, dt * per_work
+            per_work = np.divide(rates, work, out=np.zeros(len(dt)), where=work > 0)
+            e, s, h = energy * per_work, dt * 1e-9 * per_work, dt * per_work
 
         def with_integrals(density: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            with np.errstate(over="ignore"):
-                return density, np.append(dt * density, 0.0)
+            return density, np.append(dt * density, 0.0)
 
         return _Sums(with_integrals(rates), with_integrals(e), with_integrals(s), np.append(h, 0.0))
 
+    @np.errstate(over="ignore", invalid="ignore")  # the per-piece sums are built here too, on first use
     def price(self, a: np.ndarray, b: np.ndarray, measure: np.ndarray, phase: str | None) -> PricedSpans:
         """Spans [a, b] (int64 ns) with their measures; not ``ok`` where the span is not inside the
         window, has no length, or a share would be capped or its figures are not finite (overflow
         and its NaNs are expected there, hence the silenced warnings)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            return self._price(a, b, measure, phase)
-
-    def _price(self, a: np.ndarray, b: np.ndarray, measure: np.ndarray, phase: str | None) -> PricedSpans:
         order = np.argsort(a, kind="stable")
         a, b, measure = a[order], b[order], measure[order]
         edges = self.edges

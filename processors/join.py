@@ -291,18 +291,20 @@ class CarbonJoin:
                 continue
             pending.priced = ()  # taken: a span popped from both heaps is priced once
             groups.setdefault((node, phase), []).append(pending)
-        for (node, _), group in groups.items():  # every GPU's window before its first pricer is built
-            a = min(p.start_ns for p in group)
-            b = max(max(p.end_ns, p.start_ns) for p in group)
+        spans = {}  # per group, its spans' [a, b]
+        for (node, phase), group in groups.items():  # every GPU's window before its first pricer is built
+            a = np.array([p.start_ns for p in group], dtype=np.int64)
+            b = np.maximum(np.array([p.end_ns for p in group], dtype=np.int64), a)
+            spans[(node, phase)] = (a, b)
+            lo, hi = int(a.min()), int(b.max())
             for gpu_id in node.gpu_ids:
                 known = self._windows.get(gpu_id)
-                self._windows[gpu_id] = (a, b) if known is None else (min(known[0], a), max(known[1], b))
+                self._windows[gpu_id] = (lo, hi) if known is None else (min(known[0], lo), max(known[1], hi))
         for (node, phase), group in groups.items():
-            self._price_group(node, phase, group)
+            self._price_group(node, phase, group, *spans[(node, phase)])
 
-    def _price_group(self, node: NodeContext, phase: str, group: list[_Pending]) -> None:
-        a = np.array([p.start_ns for p in group], dtype=np.int64)
-        b = np.maximum(np.array([p.end_ns for p in group], dtype=np.int64), a)
+    def _price_group(self, node: NodeContext, phase: str, group: list[_Pending], a: np.ndarray, b: np.ndarray
+                     ) -> None:
         tokens = [self._tokens(p.inputs, phase) for p in group]
         tokens_policy = self.settings.policy == POLICY_TOKENS
         measure = np.array(tokens) if tokens_policy else (b - a) * 1e-9
