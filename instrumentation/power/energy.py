@@ -173,12 +173,8 @@ class EnergyTracker:
             at = time_ns  # no closer read to place it by, and none is coming before the next tick
         elif tick and time_ns - self._last_time_ns >= self._stale_after_ns:
             at = time_ns  # polling has not placed a change for a while (stalled counter, busy machine)
-        if not (tick and self._polled):
-            self._changes += changed
-        elif self.locked and changed and not self._changes and self._bracketed_ns is None:
-            self._tick_ns = time_ns  # once learned, the common tick: one change, placed from the lead
-        else:
-            self._changes += changed
+        self._changes += changed
+        if tick and self._polled:
             self._learn_lead(time_ns)
         self._read_ns, self._read_raw_j, self._read_changed = time_ns, raw_j, fresh
         if at is None:
@@ -194,6 +190,9 @@ class EnergyTracker:
         """At a tick: did the counter change once since the previous tick, placed between two
         reads as long before this tick as the changes before it? (Locked and not verifying, the
         change was placed from the lead: nothing learned, but a counter that did not move unlocks.)"""
+        if self.locked and self._changes == 1 and self._bracketed_ns is None:
+            self._tick_ns, self._changes = tick_ns, 0  # once learned, the common tick: the rest changes nothing
+            return
         placed, self._bracketed_ns = self._bracketed_ns, None
         if placed is not None and placed <= self._tick_ns:
             placed = None  # placed in an earlier interval
