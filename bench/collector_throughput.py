@@ -27,7 +27,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from exporters_support import free_port  # noqa: E402
 from otlp_data import SECOND, SpanSpec, energy_metrics, load_metrics, node_resource, spans  # noqa: E402
 
 from carbonspan.processors import semconv  # noqa: E402
@@ -190,12 +190,6 @@ def least_busy_core(seconds: float = 1.0) -> int:
     after = idle()
     allowed = os.sched_getaffinity(0)
     return max(allowed, key=lambda c: after.get(c, 0) - before.get(c, 0))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def sink_main(port: int, spans: mp.Value, enriched: mp.Value, ready: mp.Event, stop: mp.Event, core: int) -> None:

@@ -6,24 +6,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import grpc
+from exporters_support import free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from otlp_data import T0, SpanSpec, node_resource, spans
 
 from carbonspan.collector import otlp_json
 from carbonspan.processors import semconv as sc
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_sigterm_flushes_held_spans_to_the_file_and_exits_0(tmp_path):

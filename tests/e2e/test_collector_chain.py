@@ -5,11 +5,11 @@ the agent restarts with its on-disk queue: every span sent in comes out, priced.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import grpc
+from exporters_support import free_port
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 from otlp_data import SpanSpec, node_resource, spans
@@ -60,12 +60,6 @@ service:
     traces: {{receivers: [otlp], processors: [carbon, batch], exporters: [otlp/next]}}
   telemetry: {{metrics: {{level: none}}}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(text: str) -> Service:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 
 import pytest
 import requests
+from exporters_support import free_port
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from test_collector_service import SECOND, energy_and_load, send_request_spans
@@ -35,12 +35,6 @@ service:
     metrics: {receivers: [otlp], processors: [carbon], exporters: [prometheus]}
   telemetry: {metrics: {interval: 300ms}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.prometheus
