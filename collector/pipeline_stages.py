@@ -70,12 +70,12 @@ class CarbonStage(Stage):
         self.join = CarbonJoin(settings.join, intensity, facility)
         self.metric_points_rejected = 0
         self.last_ingest_errors: list[str] = []
-        #: the released spans' figures, for a roll-up stage right after this one (None: nobody reads them).
+        #: the figures of the spans it hands on, for a roll-up stage right after this one, which takes
+        #: them out as it reads them (None: nobody reads them).
         self.figures: SpanFigures | None = None
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
-        self.join.add_spans(batch, now_ns)
-        return []
+        return self.join.add_spans(batch, now_ns, figures=self.figures)
 
     def metrics(self, batch: list[ResourceMetrics], now_ns: int) -> list[ResourceMetrics]:
         stats = self.join.add_metrics(batch)
@@ -85,8 +85,6 @@ class CarbonStage(Stage):
         return batch
 
     def release_traces(self, now_ns: int, flush: bool) -> list[ResourceSpans]:
-        if self.figures is not None:
-            self.figures.clear()  # only this release's spans: the next stage reads them right away
         return self.join.release(now_ns, flush=flush, figures=self.figures)
 
     @property
@@ -110,7 +108,10 @@ class RollupStage(Stage):
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
         self._held += span_count(batch)  # before the roll-up takes the spans it holds out of the batch
-        self.rollup.add(batch, now_ns, self._join.figures if self._join is not None else None)
+        figures = self._join.figures if self._join is not None else None
+        self.rollup.add(batch, now_ns, figures)
+        if figures:
+            figures.clear()  # read: the carbon stage notes the next batch's afresh
         return []
 
     def release_traces(self, now_ns: int, flush: bool) -> list[ResourceSpans]:

@@ -1,9 +1,12 @@
 """The carbon join: each span gets the energy its GPUs drew while it ran, its share of it, and
 the CO2e of that energy in its region at that time, plus the GPUs' embodied carbon.
 
-Spans wait until the energy and load data covering their end has arrived (data watermark) or
-until their deadline passes (injected clock), then go out enriched and flagged with the quality
-of what was known. Every span received is released exactly once; none is dropped.
+Compute spans (prefill, decode) wait until the energy and load data covering their end has
+arrived (data watermark) or until their deadline passes (injected clock), then go out enriched and
+flagged with the quality of what was known. Spans that computed nothing (queue, kv_transfer) are
+enriched as they arrive and go on at once, inside the message they came in, with the spans of
+resources without GPUs (a router's), untouched. Every span received goes on exactly once; none is
+dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from carbonspan.processors.otlp import (
     as_float,
     attributes_to_dict,
     encode_span_attributes,
+    take_out_spans,
 )
 from carbonspan.processors.series import CumulativeSeries
 from carbonspan.processors.telemetry import IngestStats, Telemetry
@@ -153,10 +157,10 @@ class GridReadingRow:
 
 @dataclass(eq=False, slots=True)
 class _Pending:
-    #: a span that waits for energy data is kept serialized, and its resource and scope as copies: a
-    #: message would keep the whole request it came in alive (upb arenas), the spans passed on included.
-    span: Span | bytes
-    node: NodeContext | None
+    #: a compute span waits serialized, and its resource and scope as copies: a message would keep
+    #: the whole request it came in alive (upb arenas), the spans passed on included.
+    span: bytes
+    node: NodeContext
     resource_spans: ResourceSpans
     scope_spans: ScopeSpans
     deadline_ns: int
@@ -180,7 +184,6 @@ class CarbonJoin:
         self._nodes: dict[bytes, NodeContext | None] = {}
         self._by_gpus: dict[tuple[str, ...], list[tuple[int, int, _Pending]]] = {}
         self._by_deadline: list[tuple[int, int, _Pending]] = []
-        self._ready: list[_Pending] = []
         self._seq = itertools.count()
         self._pending = 0
         #: (phase, model, provider, region, service) -> [energy J, gCO2e, tokens] since the last drain.
@@ -205,27 +208,44 @@ class CarbonJoin:
         self._facts.clear()
         return self.telemetry.add(resource_metrics)
 
-    def add_spans(self, resource_spans: Iterable[ResourceSpans], now_ns: int) -> int:
-        count = 0
-        for src_rs in resource_spans:
-            node = self._node(src_rs.resource)
-            rs = ResourceSpans(resource=src_rs.resource, schema_url=src_rs.schema_url)
-            for src_ss in src_rs.scope_spans:
-                ss = ScopeSpans(scope=src_ss.scope, schema_url=src_ss.schema_url)
-                for span in src_ss.spans:
-                    inputs, fresh = _read_inputs(span) if node is not None else ({}, True)
-                    pending = _Pending(span, node, rs, ss, now_ns + self.settings.deadline_ns, inputs,
-                                       span.start_time_unix_nano, span.end_time_unix_nano, fresh)
-                    count += 1
-                    self._pending += 1
-                    if node is None or inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
-                        self._ready.append(pending)  # nothing to wait for: released on the next call
+    def add_spans(self, resource_spans: Iterable[ResourceSpans], now_ns: int,
+                  figures: SpanFigures | None = None) -> list[ResourceSpans]:
+        """Take the spans in; returns the messages with what goes on at once: spans that computed
+        nothing (queue, kv_transfer: enriched in place) and spans without GPUs (untouched). The
+        compute spans wait, taken out of their messages, for ``release``; ``figures`` as there."""
+        passed = []
+        for rs in resource_spans:
+            node = self._node(rs.resource)
+            if node is None:
+                passed.append(rs)  # nothing to price: it goes on as it came
+                continue
+            held_rs = None
+            taken: list[tuple[ResourceSpans, ScopeSpans, list[int]]] = []
+            for ss in rs.scope_spans:
+                held_ss, indexes = None, []
+                for index, span in enumerate(ss.spans):
+                    inputs, fresh = _read_inputs(span)
+                    start, end = span.start_time_unix_nano, span.end_time_unix_nano
+                    if inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
+                        self._enrich_unpriced(span, node, inputs, fresh, start, max(start, end), figures)
                         continue
-                    pending.span = span.SerializeToString()
+                    if held_ss is None:
+                        # copies: a held span must not keep the message it came in alive (see _Pending)
+                        held_rs = held_rs or ResourceSpans(resource=rs.resource, schema_url=rs.schema_url)
+                        held_ss = ScopeSpans(scope=ss.scope, schema_url=ss.schema_url)
+                    pending = _Pending(span.SerializeToString(), node, held_rs, held_ss,
+                                       now_ns + self.settings.deadline_ns, inputs, start, end, fresh)
+                    self._pending += 1
                     seq = next(self._seq)
-                    heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (span.end_time_unix_nano, seq, pending))
+                    heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (end, seq, pending))
                     heapq.heappush(self._by_deadline, (pending.deadline_ns, seq, pending))
-        return count
+                    indexes.append(index)
+                if indexes:
+                    taken.append((rs, ss, indexes))
+            take_out_spans(taken)
+            if rs.scope_spans:
+                passed.append(rs)
+        return passed
 
     @property
     def pending_spans(self) -> int:
@@ -237,8 +257,7 @@ class CarbonJoin:
 
         With ``figures``, each enriched span's attributes that the join read or wrote are put there
         too, so that the roll-up right after it need not read them back from the span."""
-        out = self._ready
-        self._ready = []
+        out = []
         for gpu_ids, heap in self._by_gpus.items():
             marks = [self._watermark(g) for g in gpu_ids]
             watermark = None if None in marks else min(marks)
@@ -254,10 +273,8 @@ class CarbonJoin:
                 continue
             pending.released = True
             self._pending -= 1
-            span = groups.add(pending.resource_spans, pending.scope_spans, pending.span)
+            self._enrich_priced(groups, pending, figures)
             pending.span = b""  # the heaps may still reference the entry until they are compacted
-            if pending.node is not None:
-                self._enrich(span, pending, figures)
         self._windows.clear()
         self._pricers.clear()
         self._compact()
@@ -283,14 +300,10 @@ class CarbonJoin:
         go; the few it declines are walked one by one (``_attribute``)."""
         groups: dict[tuple[NodeContext, str], list[_Pending]] = {}
         for pending in releasing:
-            node = pending.node
-            if node is None or pending.released or pending.priced is not None:
-                continue
-            phase = pending.inputs.get(semconv.CARBON_PHASE)
-            if phase not in semconv.COMPUTE_PHASES:
+            if pending.released or pending.priced is not None:
                 continue
             pending.priced = ()  # taken: a span popped from both heaps is priced once
-            groups.setdefault((node, phase), []).append(pending)
+            groups.setdefault((pending.node, pending.inputs[semconv.CARBON_PHASE]), []).append(pending)
         spans = {}  # per group, its spans' [a, b]
         for (node, phase), group in groups.items():  # every GPU's window before its first pricer is built
             a = np.array([p.start_ns for p in group], dtype=np.int64)
@@ -455,45 +468,60 @@ class CarbonJoin:
             return attribute_estimated(estimated_w, self._load_access(gpu_id)[0], a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
-    def _enrich(self, span: Span, pending: _Pending, figures: SpanFigures | None) -> None:
-        node, attrs, fresh = pending.node, pending.inputs, pending.fresh
+    def _enrich_priced(self, groups: SpanGroups, pending: _Pending, figures: SpanFigures | None) -> None:
+        """Put a priced compute span in its group with what the join writes: appended to its bytes
+        in the one parse that places it, where it carries none of those attributes yet."""
+        node, inputs = pending.node, pending.inputs
         a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
-        phase = attrs.get(semconv.CARBON_PHASE)
-        reading = self._intensity(node.location, (a + b) // 2)
-        if phase in semconv.COMPUTE_PHASES:
-            energy, idle, embodied, quality, embodied_source, tokens = pending.priced
-            values = self._output(node, reading, (a + b) // 2, energy, idle, embodied, quality, embodied_source)
-            add_span_attributes(span, values, fresh)
-        else:  # the same attributes for every such span of the node while the grid reading holds
-            tokens = energy = embodied = 0.0
-            quality = semconv.QUALITY_MEASURED
-            values, encoded = self._unpriced_output(node, reading, (a + b) // 2)
-            if fresh:
-                span.MergeFromString(encoded)
-            else:
-                add_span_attributes(span, values)
+        phase = inputs[semconv.CARBON_PHASE]
+        energy, idle, embodied, quality, embodied_source, tokens = pending.priced
+        values = self._output(node, self._intensity(node.location, (a + b) // 2), (a + b) // 2, energy, idle,
+                              embodied, quality, embodied_source)
+        rs, ss = pending.resource_spans, pending.scope_spans
+        if pending.fresh:
+            span = groups.add(rs, ss, pending.span + encode_span_attributes(values))
+        else:
+            span = groups.add(rs, ss, pending.span)
+            add_span_attributes(span, values)
         operational = values[semconv.CARBON_OPERATIONAL_GCO2E]
-        if figures is not None:
-            # what a roll-up sums, and no more: it keeps these until the span's trace is complete
-            figures[(span.trace_id, span.span_id)] = {
-                semconv.CARBON_PHASE: phase, semconv.GEN_AI_REQUEST_MODEL: attrs.get(semconv.GEN_AI_REQUEST_MODEL),
-                semconv.GEN_AI_USAGE_INPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
-                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
-                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
-                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
+        self._note(span, inputs, quality, energy, operational, embodied, figures)
+        key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
+               node.service_name)
+        sums = self._observations.get(key)
+        if sums is None:
+            if len(self._observations) >= self.settings.max_observations:
+                return  # bounded: label sets are few, but never trust input
+            sums = self._observations[key] = [0.0, 0.0, 0.0]
+        sums[0] += energy
+        sums[1] += operational + embodied
+        sums[2] += tokens
+
+    def _enrich_unpriced(self, span: Span, node: NodeContext, inputs: dict, fresh: bool, a: int, b: int,
+                         figures: SpanFigures | None) -> None:
+        """A span of a GPU node that computed nothing (queue, kv_transfer), in place: the same
+        attributes for every such span of the node while the grid reading holds."""
+        values, encoded = self._unpriced_output(node, self._intensity(node.location, (a + b) // 2), (a + b) // 2)
+        if fresh:
+            span.MergeFromString(encoded)
+        else:
+            add_span_attributes(span, values)
+        self._note(span, inputs, semconv.QUALITY_MEASURED, 0.0, values[semconv.CARBON_OPERATIONAL_GCO2E], 0.0,
+                   figures)
+
+    def _note(self, span: Span, inputs: dict, quality: str, energy: float, operational: float, embodied: float,
+              figures: SpanFigures | None) -> None:
+        """Count a flagged span; with ``figures``, what a roll-up sums of it, and no more: the
+        roll-up keeps these until the span's trace is complete."""
         if quality != semconv.QUALITY_MEASURED:
             self.spans_flagged += 1
-        if phase in semconv.COMPUTE_PHASES:
-            key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
-                   node.service_name)
-            sums = self._observations.get(key)
-            if sums is None:
-                if len(self._observations) >= self.settings.max_observations:
-                    return  # bounded: label sets are few, but never trust input
-                sums = self._observations[key] = [0.0, 0.0, 0.0]
-            sums[0] += energy
-            sums[1] += operational + embodied
-            sums[2] += tokens
+        if figures is not None:
+            figures[(span.trace_id, span.span_id)] = {
+                semconv.CARBON_PHASE: inputs.get(semconv.CARBON_PHASE),
+                semconv.GEN_AI_REQUEST_MODEL: inputs.get(semconv.GEN_AI_REQUEST_MODEL),
+                semconv.GEN_AI_USAGE_INPUT_TOKENS: inputs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: inputs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
+                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
 
     def _output(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
                 embodied: float, quality: str, embodied_source: str | None) -> dict:

@@ -177,6 +177,21 @@ class SpanGroups:
         self._scope(src_resource, src_scope).spans.extend(spans)
 
 
+def take_out_spans(taken: Iterable[tuple[ResourceSpans, ScopeSpans, list[int]]]) -> None:
+    """Delete spans from their messages by index, and the scopes they leave empty, so that the
+    rest of each message goes on as it is (a resource left without scopes is the caller's to drop)."""
+    emptied: dict[int, ResourceSpans] = {}
+    for rs, ss, indexes in taken:
+        for index in sorted(indexes, reverse=True):
+            del ss.spans[index]
+        if not ss.spans:
+            emptied[id(rs)] = rs
+    for rs in emptied.values():
+        for i in reversed(range(len(rs.scope_spans))):
+            if not rs.scope_spans[i].spans:
+                del rs.scope_spans[i]
+
+
 def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
     """Spans that were held back, put into ResourceSpans/ScopeSpans again (see SpanGroups)."""
     by_scope: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[Span]]] = {}

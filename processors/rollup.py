@@ -30,6 +30,7 @@ from carbonspan.processors.otlp import (
     get_attribute,
     pick_attributes,
     regroup_spans,
+    take_out_spans,
 )
 
 _ROUTE_PHASES = (*semconv.COMPUTE_PHASES, semconv.PHASE_KV_TRANSFER)
@@ -174,7 +175,7 @@ class RequestRollup:
     def add(self, resource_spans: Iterable[ResourceSpans], now_ns: int,
             figures: Mapping[tuple[bytes, bytes], dict] | None = None) -> None:
         """Sum the spans into their traces; hold those that may carry a summary, pass the others on at
-        the next ``release``. ``figures`` (from ``CarbonJoin.release`` right before, nothing in
+        the next ``release``. ``figures`` (from ``CarbonJoin.add_spans`` or ``release`` right before, nothing in
         between) saves reading back the attributes the join wrote."""
         self._batch += 1
         batch = list(resource_spans)
@@ -265,16 +266,7 @@ class RequestRollup:
             if entry is None:
                 entry = by_scope[id(item.ss)] = (item.rs, item.ss, [])
             entry[2].append(item.index)
-        emptied: dict[int, ResourceSpans] = {}
-        for rs, ss, indexes in by_scope.values():
-            for index in sorted(indexes, reverse=True):
-                del ss.spans[index]
-            if not ss.spans:
-                emptied[id(rs)] = rs
-        for rs in emptied.values():
-            for i in reversed(range(len(rs.scope_spans))):
-                if not rs.scope_spans[i].spans:
-                    del rs.scope_spans[i]
+        take_out_spans(by_scope.values())
 
     def release(self, now_ns: int, flush: bool = False) -> RollupOutput:
         spans, self._whole = self._whole, []

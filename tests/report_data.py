@@ -132,9 +132,10 @@ def build_fleet() -> Fleet:
         phase = semconv.PHASE_DECODE if name == "decode" else semconv.PHASE_PREFILL
         metrics.append(load_metrics(res, counter(windows[name]), phase=phase))
     join.add_metrics(metrics)
-    join.add_spans([spans(ROUTER_RES, groups["router"])] + [spans(worker_res[n], groups[n]) for n in worker_res], T0)
+    passed = join.add_spans([spans(ROUTER_RES, groups["router"])] + [spans(worker_res[n], groups[n])
+                                                                      for n in worker_res], T0)
     rollup = RequestRollup()
-    rollup.add(join.release(END, flush=True), END)
+    rollup.add(passed + join.release(END, flush=True), END)
     traces = rollup.release(END, flush=True).spans
     return Fleet(traces=traces, metrics=[*metrics, ledger_metrics(join)], trace_ids=trace_ids)
 

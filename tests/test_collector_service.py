@@ -142,8 +142,8 @@ def expected_join(metrics: MetricsData, exported: list[tuple[ResourceSpans, obje
             if not (kv.key.startswith(_OUTPUT_PREFIXES) or kv.key in _OUTPUT_KEYS):
                 clean.attributes.append(kv)
         inputs.append(copy)
-    join.add_spans(inputs, time.time_ns())
-    out = join.release(time.time_ns())
+    out = join.add_spans(inputs, time.time_ns())
+    out += join.release(time.time_ns())
     return {span.span_id: attributes_to_dict(span.attributes) for rs in out for ss in rs.scope_spans
             for span in ss.spans}
 

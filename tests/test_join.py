@@ -38,8 +38,11 @@ def constant_power(gpu: str, watts: float, start: int = T0 - SECOND, end: int = 
     return energy_metrics(gpu, ramp(start, end, 100 * MS, watts, base=1000.0), **kw)
 
 
-def enriched(join: CarbonJoin, now: int = T0 + 60 * SECOND, flush: bool = False) -> list[dict]:
-    return [attributes_to_dict(span.attributes) for _, span in all_spans(join.release(now, flush=flush))]
+def enriched(join: CarbonJoin, now: int = T0 + 60 * SECOND, flush: bool = False, passed: list | None = None
+             ) -> list[dict]:
+    """The attributes of the spans released, after those ``add_spans`` handed on at once (``passed``)."""
+    released = (passed or []) + join.release(now, flush=flush)
+    return [attributes_to_dict(span.attributes) for _, span in all_spans(released)]
 
 
 def test_lone_request_at_300_w_for_2_s_gets_600_j():
@@ -195,9 +198,9 @@ def test_a_gpu_without_an_embodied_figure_says_so_instead_of_a_silent_zero():
     join = make_join()
     res = node_resource(["gpu-l"])
     join.add_metrics([constant_power("gpu-l", 300.0, model="NVIDIA L40S")])
-    join.add_spans([spans(res, [SpanSpec(semconv.PHASE_DECODE, T0, T0 + 2 * SECOND, tokens=10),
-                                SpanSpec(semconv.PHASE_QUEUE, T0, T0 + SECOND)])], T0)
-    by_phase = {attrs[semconv.CARBON_PHASE]: attrs for attrs in enriched(join)}
+    passed = join.add_spans([spans(res, [SpanSpec(semconv.PHASE_DECODE, T0, T0 + 2 * SECOND, tokens=10),
+                                         SpanSpec(semconv.PHASE_QUEUE, T0, T0 + SECOND)])], T0)
+    by_phase = {attrs[semconv.CARBON_PHASE]: attrs for attrs in enriched(join, passed=passed)}
     decode, queue = by_phase[semconv.PHASE_DECODE], by_phase[semconv.PHASE_QUEUE]
     assert decode[semconv.CARBON_EMBODIED_GCO2E] == 0.0
     assert decode[semconv.CARBON_EMBODIED_SOURCE] == "none: no embodied figure for L40S"
@@ -205,14 +208,24 @@ def test_a_gpu_without_an_embodied_figure_says_so_instead_of_a_silent_zero():
 
 
 def test_spans_that_use_no_gpu_pass_through_at_once():
+    """Spans that computed nothing go on from add_spans, enriched in the message they came in;
+    a compute span is taken out of it to wait for energy data."""
     join = make_join()
     router = {semconv.SERVICE_NAME: "router"}
     worker = node_resource(["gpu-a"])
-    join.add_spans([spans(router, [SpanSpec(None, T0, T0 + SECOND)]),
-                    spans(worker, [SpanSpec(semconv.PHASE_QUEUE, T0, T0 + SECOND)])], T0)
-    out = enriched(join, now=T0)
-    assert semconv.CARBON_ENERGY_JOULES not in out[0]  # not GPU work: untouched
-    assert out[1][semconv.CARBON_ENERGY_JOULES] == 0.0  # waiting in the queue draws no GPU energy
+    root = SpanSpec(None, T0, T0 + SECOND)
+    request = [spans(router, [root]), spans(worker, [SpanSpec(semconv.PHASE_QUEUE, T0, T0 + SECOND),
+                                                     SpanSpec(semconv.PHASE_PREFILL, T0, T0 + SECOND, tokens=5)])]
+    root_bytes = request[0].SerializeToString()
+    passed = join.add_spans(request, T0)
+    assert passed[0] is request[0] and passed[1] is request[1]  # the received messages, not copies
+    assert passed[0].SerializeToString() == root_bytes  # not GPU work: untouched
+    (queue,) = [attributes_to_dict(span.attributes) for _, span in all_spans(passed[1:])]
+    assert queue[semconv.CARBON_PHASE] == semconv.PHASE_QUEUE
+    assert queue[semconv.CARBON_ENERGY_JOULES] == 0.0  # waiting in the queue draws no GPU energy
+    assert join.pending_spans == 1 and join.release(T0) == []  # the prefill waits for energy data
+    (prefill,) = enriched(join, flush=True)
+    assert prefill[semconv.CARBON_PHASE] == semconv.PHASE_PREFILL
 
 
 def test_flush_releases_every_waiting_span():
