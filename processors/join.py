@@ -39,12 +39,13 @@ from carbonspan.processors.ledger import GpuLedger, Ledger
 from carbonspan.processors.otlp import (
     SpanGroups,
     add_span_attributes,
-    any_value_to_python,
     as_float,
     attributes_to_dict,
     encode_span_attributes,
+    read_attributes,
     take_out_spans,
 )
+from carbonspan.processors.rollup import SpanPart
 from carbonspan.processors.series import CumulativeSeries
 from carbonspan.processors.telemetry import IngestStats, Telemetry
 
@@ -65,21 +66,8 @@ _ENRICH_INPUTS = frozenset({semconv.CARBON_PHASE, semconv.CARBON_TOKENS, semconv
 #: the prefix of every attribute the join writes: a span that arrives with none (apart from its
 #: inputs) gets them appended without a look for ones to replace.
 _OUTPUT_PREFIX = "carbon."
-#: (trace id, span id) -> the span's attributes that a roll-up sums, as the join read or wrote them.
-SpanFigures = dict[tuple[bytes, bytes], dict]
-
-
-def _read_inputs(span: Span) -> tuple[dict, bool]:
-    """The attributes the join reads, and whether the span has none of those it writes: one pass."""
-    inputs = {}
-    fresh = True
-    for kv in span.attributes:
-        key = kv.key
-        if key in _ENRICH_INPUTS:
-            inputs[key] = any_value_to_python(kv.value)
-        elif fresh and key.startswith(_OUTPUT_PREFIX):
-            fresh = False
-    return inputs, fresh
+#: (trace id, span id) -> what a roll-up sums of the span, as the join read or wrote it.
+SpanFigures = dict[tuple[bytes, bytes], SpanPart]
 
 
 @dataclass(frozen=True)
@@ -224,7 +212,7 @@ class CarbonJoin:
             for ss in rs.scope_spans:
                 held_ss, indexes = None, []
                 for index, span in enumerate(ss.spans):
-                    inputs, fresh = _read_inputs(span)
+                    inputs, fresh = read_attributes(span.attributes, _ENRICH_INPUTS, _OUTPUT_PREFIX)
                     start, end = span.start_time_unix_nano, span.end_time_unix_nano
                     if inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
                         self._enrich_unpriced(span, node, inputs, fresh, start, max(start, end), figures)
@@ -484,7 +472,7 @@ class CarbonJoin:
             span = groups.add(rs, ss, pending.span)
             add_span_attributes(span, values)
         operational = values[semconv.CARBON_OPERATIONAL_GCO2E]
-        self._note(span, inputs, quality, energy, operational, embodied, figures)
+        self._note(span, inputs, pending.fresh, quality, energy, operational, embodied, figures)
         key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
                node.service_name)
         sums = self._observations.get(key)
@@ -505,23 +493,21 @@ class CarbonJoin:
             span.MergeFromString(encoded)
         else:
             add_span_attributes(span, values)
-        self._note(span, inputs, semconv.QUALITY_MEASURED, 0.0, values[semconv.CARBON_OPERATIONAL_GCO2E], 0.0,
+        self._note(span, inputs, fresh, semconv.QUALITY_MEASURED, 0.0, values[semconv.CARBON_OPERATIONAL_GCO2E], 0.0,
                    figures)
 
-    def _note(self, span: Span, inputs: dict, quality: str, energy: float, operational: float, embodied: float,
-              figures: SpanFigures | None) -> None:
+    def _note(self, span: Span, inputs: dict, fresh: bool, quality: str, energy: float, operational: float,
+              embodied: float, figures: SpanFigures | None) -> None:
         """Count a flagged span; with ``figures``, what a roll-up sums of it, and no more: the
         roll-up keeps these until the span's trace is complete."""
         if quality != semconv.QUALITY_MEASURED:
             self.spans_flagged += 1
         if figures is not None:
-            figures[(span.trace_id, span.span_id)] = {
-                semconv.CARBON_PHASE: inputs.get(semconv.CARBON_PHASE),
-                semconv.GEN_AI_REQUEST_MODEL: inputs.get(semconv.GEN_AI_REQUEST_MODEL),
-                semconv.GEN_AI_USAGE_INPUT_TOKENS: inputs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
-                semconv.GEN_AI_USAGE_OUTPUT_TOKENS: inputs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
-                semconv.CARBON_QUALITY: quality, semconv.CARBON_ENERGY_JOULES: energy,
-                semconv.CARBON_OPERATIONAL_GCO2E: operational, semconv.CARBON_EMBODIED_GCO2E: embodied}
+            get = inputs.get
+            # the join's outputs were not there (fresh), so neither are the roll-up's
+            figures[(span.trace_id, span.span_id)] = SpanPart(
+                get(semconv.CARBON_PHASE), get(semconv.GEN_AI_REQUEST_MODEL), get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
+                get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS), quality, energy, operational, embodied, fresh)
 
     def _output(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
                 embodied: float, quality: str, embodied_source: str | None) -> dict:

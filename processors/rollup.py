@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -27,8 +28,8 @@ from carbonspan.processors import semconv
 from carbonspan.processors.otlp import (
     add_span_attributes,
     as_float,
-    get_attribute,
     pick_attributes,
+    read_attributes,
     regroup_spans,
     take_out_spans,
 )
@@ -42,6 +43,35 @@ _SUMMARY_INPUTS = frozenset({
 })
 #: the resource attributes the roll-up reads.
 _RESOURCE_INPUTS = frozenset({semconv.SERVICE_NAME, semconv.CLOUD_REGION})
+
+_PHASE, _MODEL, _QUALITY = semconv.CARBON_PHASE, semconv.GEN_AI_REQUEST_MODEL, semconv.CARBON_QUALITY
+_INPUT, _OUTPUT = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS
+_ENERGY, _OPERATIONAL, _EMBODIED = (semconv.CARBON_ENERGY_JOULES, semconv.CARBON_OPERATIONAL_GCO2E,
+                                    semconv.CARBON_EMBODIED_GCO2E)
+_PREFILL, _DECODE, _COMPUTE = semconv.PHASE_PREFILL, semconv.PHASE_DECODE, semconv.COMPUTE_PHASES
+
+
+class SpanPart(NamedTuple):
+    """What one span adds to its trace's summary: read from its attributes, or handed over by the
+    join that has just written them (its ``figures``), which saves reading them back."""
+
+    phase: str | None
+    model: str | None
+    input_tokens: Any
+    output_tokens: Any
+    quality: str | None  # None: not priced (a router's span, or one without GPUs)
+    energy_j: Any
+    operational_g: Any
+    embodied_g: Any
+    #: no ``carbon.request.*`` attribute is on the span: the summary is appended without a look
+    unsummarised: bool
+
+
+def _read_part(span: Span) -> SpanPart:
+    attrs, unsummarised = read_attributes(span.attributes, _SUMMARY_INPUTS, semconv.CARBON_REQUEST_PREFIX)
+    get = attrs.get
+    return SpanPart(get(_PHASE), get(_MODEL), get(_INPUT), get(_OUTPUT), get(_QUALITY), get(_ENERGY),
+                    get(_OPERATIONAL), get(_EMBODIED), unsummarised)
 
 
 @dataclass(frozen=True)
@@ -107,13 +137,6 @@ class _Held:
         self.origin, self.batch, self.index, self.held = origin, batch, index, True
 
 
-_PHASE, _MODEL, _QUALITY = semconv.CARBON_PHASE, semconv.GEN_AI_REQUEST_MODEL, semconv.CARBON_QUALITY
-_INPUT, _OUTPUT = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS
-_ENERGY, _OPERATIONAL, _EMBODIED = (semconv.CARBON_ENERGY_JOULES, semconv.CARBON_OPERATIONAL_GCO2E,
-                                    semconv.CARBON_EMBODIED_GCO2E)
-_PREFILL, _DECODE, _COMPUTE = semconv.PHASE_PREFILL, semconv.PHASE_DECODE, semconv.COMPUTE_PHASES
-
-
 def _number(value) -> float:
     """``as_float(value) or 0.0``, without the call for the floats the join hands over."""
     return (value or 0.0) if type(value) is float else (as_float(value) or 0.0)
@@ -126,7 +149,7 @@ class _Trace:
     __slots__ = ("parts", "root", "ids", "orphans", "earliest", "last_seen_ns", "touched")
 
     def __init__(self) -> None:
-        self.parts: list[tuple[Mapping, _Origin, int]] = []  # (figures, resource, start) of each span
+        self.parts: list[tuple[SpanPart, _Origin, int]] = []  # (figures, resource, start) of each span
         self.root: _Held | None = None
         self.ids: set[bytes] = set()  # span ids seen, until the root comes
         self.orphans: dict[bytes, _Held] = {}  # missing parent id -> the earliest of its children
@@ -173,10 +196,10 @@ class RequestRollup:
         return len(self._rooted) + len(self._rootless)
 
     def add(self, resource_spans: Iterable[ResourceSpans], now_ns: int,
-            figures: Mapping[tuple[bytes, bytes], dict] | None = None) -> None:
+            figures: Mapping[tuple[bytes, bytes], SpanPart] | None = None) -> None:
         """Sum the spans into their traces; hold those that may carry a summary, pass the others on at
-        the next ``release``. ``figures`` (from ``CarbonJoin.add_spans`` or ``release`` right before, nothing in
-        between) saves reading back the attributes the join wrote."""
+        the next ``release``. ``figures`` (from ``CarbonJoin.add_spans`` or ``release`` right before,
+        nothing in between) saves reading back the attributes the join wrote."""
         self._batch += 1
         batch = list(resource_spans)
         new: list[_Held] = []
@@ -197,7 +220,7 @@ class RequestRollup:
         self._whole += [rs for rs in batch if any(ss.spans for ss in rs.scope_spans)]
 
     def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, index: int, trace_id: bytes, origin: _Origin,
-             known: dict | None, now_ns: int) -> _Held | None:
+             known: SpanPart | None, now_ns: int) -> _Held | None:
         """Sum the span into its trace; the span as held, or None where it need not be."""
         trace = self._rooted.get(trace_id)
         if trace is not None:
@@ -214,8 +237,7 @@ class RequestRollup:
         start = span.start_time_unix_nano
         parts = trace.parts
         seq = len(parts)
-        parts.append((known if known is not None else pick_attributes(span.attributes, _SUMMARY_INPUTS), origin,
-                      start))
+        parts.append((known if known is not None else _read_part(span), origin, start))
         if trace.root is not None:
             return None
         parent = span.parent_span_id
@@ -311,25 +333,23 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
     quality: str | None = None
     model = None
     route: list[tuple[int, str]] = []
-    for attrs, origin, start in trace.parts:
-        get = attrs.get
+    for part, origin, start in trace.parts:
+        phase, span_model, span_input, span_output, span_quality, span_energy, span_operational, span_embodied, _ = part
         if not model:
-            model = get(_MODEL)
-        phase = get(_PHASE)
+            model = span_model
         if phase in _ROUTE_PHASES:
             route.append((start, origin.where))
         if phase == _PREFILL:
-            input_tokens += as_float(get(_INPUT)) or 0.0
+            input_tokens += as_float(span_input) or 0.0
         elif phase == _DECODE:
-            output_tokens += as_float(get(_OUTPUT)) or 0.0
-        span_quality = get(_QUALITY)
+            output_tokens += as_float(span_output) or 0.0
         if span_quality is None:
             continue  # not priced: a router's span, or one without GPUs
         if phase in _COMPUTE:
             quality = semconv.worse_quality(quality, span_quality)
-        span_energy = _number(get(_ENERGY))
-        span_operational = _number(get(_OPERATIONAL))
-        span_embodied = _number(get(_EMBODIED))
+        span_energy = _number(span_energy)
+        span_operational = _number(span_operational)
+        span_embodied = _number(span_embodied)
         energy += span_energy
         operational += span_operational
         embodied += span_embodied
@@ -375,7 +395,10 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
         values[semconv.request_phase_energy(phase)] = by_phase_energy[phase]
     for region, grams in by_region.items():
         values[semconv.request_region_gco2e(region)] = grams
-    if model and get_attribute(carrier.span.attributes, semconv.GEN_AI_REQUEST_MODEL) is None:
+    carrier_part = trace.parts[carrier.seq][0]
+    absent = carrier_part.unsummarised
+    if model and carrier_part.model is None:
         values[semconv.GEN_AI_REQUEST_MODEL] = model
-    add_span_attributes(carrier.span, values)
+        absent = False  # the key may be there without a value: looked up
+    add_span_attributes(carrier.span, values, absent)
     return summary

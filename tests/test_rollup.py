@@ -6,11 +6,12 @@ import os
 import random
 
 import pytest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span
 from otlp_data import SECOND, T0, SpanSpec, all_spans, spans
 
 from carbonspan.processors import semconv
-from carbonspan.processors.otlp import attributes_to_dict
+from carbonspan.processors.otlp import attributes_to_dict, python_to_any_value
 from carbonspan.processors.rollup import RequestRollup, RollupSettings
 
 
@@ -67,6 +68,26 @@ def test_root_span_carries_the_request_totals_by_phase_and_region():
     assert summary.trace_id == trace and summary.service_name == "router" and summary.model == "tiny-llama"
     assert (summary.input_tokens, summary.output_tokens) == (512, 128)
     assert len(all_spans(early.spans)) + len(all_spans(out.spans)) == 5
+
+
+@pytest.mark.parametrize("stale", [
+    {semconv.CARBON_REQUEST_TOTAL_GCO2E: -1.0, semconv.CARBON_REQUEST_ROUTE: "old"},  # rolled up once before
+    {semconv.GEN_AI_REQUEST_MODEL: None},  # the model's key without a value
+])
+def test_a_root_that_carries_the_summarys_keys_gets_them_replaced_not_repeated(stale):
+    rollup = RequestRollup(RollupSettings(settle_ns=0))
+    trace, router, prefill, decode = disaggregated_request()
+    root = router.scope_spans[0].spans[0]
+    root.attributes.extend([KeyValue(key=key, value=python_to_any_value(value)) for key, value in stale.items()])
+    rollup.add([router, prefill, decode], T0)
+    out = rollup.release(T0)
+    root = next(s for _, s in all_spans(out.spans) if not s.parent_span_id)
+    keys = [kv.key for kv in root.attributes]
+    assert len(keys) == len(set(keys))
+    attrs = attributes_to_dict(root.attributes)
+    assert attrs[semconv.CARBON_REQUEST_TOTAL_GCO2E] == pytest.approx(0.102)
+    assert attrs[semconv.CARBON_REQUEST_ROUTE] == "prefill@eu-north-1>decode@us-east-1"
+    assert attrs[semconv.GEN_AI_REQUEST_MODEL] == "tiny-llama"
 
 
 def test_a_span_after_the_roll_up_is_late_counted_and_passed_on():
