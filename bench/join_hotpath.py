@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from collector_throughput import METRICS_METHOD, SECOND, workload  # noqa: E402
 
+from carbonspan.collector.collector_cli import tune_gc  # noqa: E402
 from carbonspan.collector.service import TICK_S  # noqa: E402
 from carbonspan.processors.facility import FacilityTables  # noqa: E402
 from carbonspan.processors.intensity import StaticTableProvider  # noqa: E402
@@ -42,6 +43,7 @@ def main() -> None:
     work = workload(args.requests, args.rate, start_ns, metrics=not args.hold)
     join = CarbonJoin(JoinSettings(deadline_ns=3600 * SECOND), StaticTableProvider(), FacilityTables.default())
     rollup = RequestRollup(RollupSettings(settle_ns=0))
+    tune_gc()  # as the collector does once started
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     started, cpu_started = time.perf_counter(), time.process_time()
     out = 0

@@ -63,9 +63,16 @@ _DEFAULT_TOKENS_ATTRIBUTE = {
 #: the span attributes the join reads.
 _ENRICH_INPUTS = frozenset({semconv.CARBON_PHASE, semconv.CARBON_TOKENS, semconv.GEN_AI_USAGE_INPUT_TOKENS,
                             semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.GEN_AI_REQUEST_MODEL})
-#: the prefix of every attribute the join writes: a span that arrives with none (apart from its
-#: inputs) gets them appended without a look for ones to replace.
-_OUTPUT_PREFIX = "carbon."
+#: the attributes the join writes (and the counterfactuals, by prefix): a span that arrives with
+#: none of them gets them appended without a look for ones to replace.
+OUTPUT_ATTRIBUTES = frozenset({
+    semconv.CARBON_ENERGY_JOULES, semconv.CARBON_ENERGY_FACILITY_JOULES, semconv.CARBON_ENERGY_IDLE_JOULES,
+    semconv.CARBON_PUE, semconv.CARBON_INTENSITY, semconv.CARBON_INTENSITY_SOURCE, semconv.CARBON_GRID_ZONE,
+    semconv.CARBON_OPERATIONAL_GCO2E, semconv.CARBON_EMBODIED_GCO2E, semconv.CARBON_TOTAL_GCO2E,
+    semconv.CARBON_EMBODIED_SOURCE, semconv.CARBON_QUALITY})
+#: the counterfactuals', and the roll-up's: a span that is fresh for the join is so for the roll-up too,
+#: which then appends its summary unlooked (SpanPart.unsummarised).
+_OUTPUT_PREFIXES = (semconv.CARBON_COUNTERFACTUAL_PREFIX, semconv.CARBON_REQUEST_PREFIX)
 #: (trace id, span id) -> what a roll-up sums of the span, as the join read or wrote it.
 SpanFigures = dict[tuple[bytes, bytes], SpanPart]
 
@@ -212,7 +219,8 @@ class CarbonJoin:
             for ss in rs.scope_spans:
                 held_ss, indexes = None, []
                 for index, span in enumerate(ss.spans):
-                    inputs, fresh = read_attributes(span.attributes, _ENRICH_INPUTS, _OUTPUT_PREFIX)
+                    inputs, fresh = read_attributes(span.attributes, _ENRICH_INPUTS, OUTPUT_ATTRIBUTES,
+                                                    _OUTPUT_PREFIXES)
                     start, end = span.start_time_unix_nano, span.end_time_unix_nano
                     if inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
                         self._enrich_unpriced(span, node, inputs, fresh, start, max(start, end), figures)

@@ -69,10 +69,11 @@ def pick_attributes(attributes: Iterable[KeyValue], keys: frozenset[str]) -> dic
     return {kv.key: any_value_to_python(kv.value) for kv in attributes if kv.key in keys}
 
 
-def read_attributes(attributes: Iterable[KeyValue], keys: frozenset[str], prefix: str) -> tuple[dict[str, Any], bool]:
-    """The attributes named in ``keys``, and whether none of the others starts with ``prefix`` (a
-    processor's outputs, which it may then append without looking for ones to replace): one pass,
-    since each attribute read costs a message wrapper."""
+def read_attributes(attributes: Iterable[KeyValue], keys: frozenset[str], outputs: frozenset[str],
+                    output_prefixes: str | tuple[str, ...]) -> tuple[dict[str, Any], bool]:
+    """The attributes named in ``keys``, and whether none of a processor's outputs (named in
+    ``outputs`` or starting with one of ``output_prefixes``) is there, so that it may append them without
+    looking for ones to replace: one pass, since each attribute read costs a message wrapper."""
     picked = {}
     absent = True
     for kv in attributes:
@@ -81,7 +82,7 @@ def read_attributes(attributes: Iterable[KeyValue], keys: frozenset[str], prefix
             value = kv.value
             kind = value.WhichOneof("value")
             picked[key] = getattr(value, kind) if kind in _SCALAR_KINDS else any_value_to_python(value)
-        elif absent and key.startswith(prefix):
+        elif absent and (key in outputs or key.startswith(output_prefixes)):
             absent = False
     return picked, absent
 

@@ -68,7 +68,7 @@ class SpanPart(NamedTuple):
 
 
 def _read_part(span: Span) -> SpanPart:
-    attrs, unsummarised = read_attributes(span.attributes, _SUMMARY_INPUTS, semconv.CARBON_REQUEST_PREFIX)
+    attrs, unsummarised = read_attributes(span.attributes, _SUMMARY_INPUTS, frozenset(), semconv.CARBON_REQUEST_PREFIX)
     get = attrs.get
     return SpanPart(get(_PHASE), get(_MODEL), get(_INPUT), get(_OUTPUT), get(_QUALITY), get(_ENERGY),
                     get(_OPERATIONAL), get(_EMBODIED), unsummarised)

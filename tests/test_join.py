@@ -24,7 +24,7 @@ from otlp_data import (
 from carbonspan.processors import semconv
 from carbonspan.processors.facility import FacilityTables
 from carbonspan.processors.intensity import StaticTableProvider, data_path
-from carbonspan.processors.join import CarbonJoin, JoinSettings
+from carbonspan.processors.join import OUTPUT_ATTRIBUTES, CarbonJoin, JoinSettings
 from carbonspan.processors.otlp import attributes_to_dict
 
 MS = 1_000_000
@@ -245,6 +245,24 @@ def test_counterfactual_regions_price_the_same_energy_elsewhere():
     north = attrs[semconv.counterfactual_attribute("europe-north1")]
     east = attrs[semconv.counterfactual_attribute("us-east-1")]
     assert north < attrs[semconv.CARBON_TOTAL_GCO2E] < east  # Finland's grid is cleaner, Virginia's dirtier
+
+
+def test_every_attribute_the_join_writes_is_one_it_knows_as_its_own():
+    """A span that arrives with none of OUTPUT_ATTRIBUTES gets them appended without a look for
+    ones to replace: an attribute written but missing from the set would be repeated on a span that
+    arrives with it."""
+    join = make_join(idle="amortize", counterfactual_regions=(("gcp", "europe-north1"),))
+    res = node_resource(["gpu-a"])
+    join.add_metrics([constant_power("gpu-a", 300.0), load_metrics(res, ramp(T0, T0 + 2 * SECOND, 100 * MS, 500.0))])
+    request = [spans(res, [SpanSpec(semconv.PHASE_PREFILL, T0, T0 + 2 * SECOND, tokens=1000),
+                           SpanSpec(semconv.PHASE_QUEUE, T0, T0 + SECOND,
+                                    attributes={semconv.CARBON_KV_BYTES: 1, semconv.GEN_AI_USAGE_INPUT_TOKENS: 9})])]
+    inputs = [set(attributes_to_dict(span.attributes)) for _, span in all_spans(request)]
+    written = [set(attrs) - keys for attrs, keys in zip(enriched(join, passed=join.add_spans(request, T0)),
+                                                        reversed(inputs), strict=True)]
+    assert {semconv.CARBON_GRID_ZONE, semconv.CARBON_ENERGY_IDLE_JOULES, semconv.CARBON_EMBODIED_SOURCE} <= written[1]
+    for keys in written:
+        assert keys and all(k in OUTPUT_ATTRIBUTES or k.startswith(semconv.CARBON_COUNTERFACTUAL_PREFIX) for k in keys)
 
 
 def test_idle_amortisation_spreads_idle_energy_over_requests():

@@ -23,9 +23,12 @@ PREFILL = ["GPU-p0", "GPU-p1"]
 DECODE = ["GPU-d0"]
 
 
-def _run(use_figures: bool, join: CarbonJoin | None = None, stale: bool = False):
+def _run(use_figures: bool, join: CarbonJoin | None = None, stale: bool = False, rootless: bool = False):
+    """Six disaggregated requests through the join and the roll-up. ``stale``: the worker spans
+    arrive with figures of an earlier pass; ``rootless``: no router span, and the queue span, the
+    summary's carrier then, arrives with an earlier summary."""
     join = join or CarbonJoin(JoinSettings(), StaticTableProvider(), FacilityTables.default())
-    rollup = RequestRollup(RollupSettings(settle_ns=0))
+    rollup = RequestRollup(RollupSettings(settle_ns=0, idle_timeout_ns=0))
     prefill_res = node_resource(PREFILL, service="prefill", instance="p", region="us-east-1")
     decode_res = node_resource(DECODE, service="decode", instance="d", provider="gcp", region="europe-north1")
     join.add_metrics([energy_metrics(g, ramp(T0 - SECOND, T0 + 10 * SECOND, 100 * MS, 300.0)) for g in PREFILL + DECODE]
@@ -41,16 +44,18 @@ def _run(use_figures: bool, join: CarbonJoin | None = None, stale: bool = False)
         start = T0 + i * 300 * MS
         router_specs.append(SpanSpec(None, start, start + 3 * SECOND, trace_id=trace, span_id=root, name="POST"))
         prefill_specs += [
-            SpanSpec(semconv.PHASE_QUEUE, start, start + 5 * MS, trace_id=trace, parent_span_id=root),
+            SpanSpec(semconv.PHASE_QUEUE, start, start + 5 * MS, trace_id=trace, parent_span_id=root,
+                     attributes={semconv.CARBON_REQUEST_TOTAL_GCO2E: -1.0} if rootless else {}),
             SpanSpec(semconv.PHASE_PREFILL, start + 5 * MS, start + 90 * MS, 512, trace_id=trace,
                      parent_span_id=root, attributes=model)]
         decode_specs += [
-            SpanSpec(semconv.PHASE_KV_TRANSFER, start + 90 * MS, start + 99 * MS, trace_id=trace, parent_span_id=root),
+            SpanSpec(semconv.PHASE_KV_TRANSFER, start + 90 * MS, start + 99 * MS, trace_id=trace, parent_span_id=root,
+                     attributes={semconv.CARBON_KV_BYTES: 1 << 20}),
             SpanSpec(semconv.PHASE_DECODE, start + 99 * MS, start + 2 * SECOND, 64, trace_id=trace,
                      parent_span_id=root, attributes=model)]
     router_res = {semconv.SERVICE_NAME: "router", semconv.CLOUD_REGION: "us-east-1"}
-    batch = [spans(router_res, router_specs), spans(prefill_res, _ids(prefill_specs, 1)),
-             spans(decode_res, _ids(decode_specs, 2))]
+    batch = [spans(router_res, router_specs)] * (not rootless) + [spans(prefill_res, _ids(prefill_specs, 1)),
+                                                                  spans(decode_res, _ids(decode_specs, 2))]
     figures: dict | None = {} if use_figures else None
     passed = join.add_spans(batch, T0, figures=figures)
     if use_figures:
@@ -79,10 +84,16 @@ def test_summaries_and_spans_are_the_same_with_the_joins_figures_as_without():
     assert (summaries, out) == _run(use_figures=False)
 
 
-def test_spans_that_arrive_with_carbon_attributes_get_them_replaced_and_the_same_figures():
-    summaries, out = _run(use_figures=True, stale=True)
-    assert (summaries, out) == _run(use_figures=False, stale=True)
-    assert summaries == _run(use_figures=True)[0]
+@pytest.mark.parametrize("case", [{"stale": True}, {"rootless": True}])
+def test_spans_that_arrive_with_carbon_attributes_get_them_replaced_and_the_same_figures(case):
+    summaries, out = _run(use_figures=True, **case)
+    assert (summaries, out) == _run(use_figures=False, **case)
+    assert [dataclasses.replace(s, service_name=None, span_count=0) for s in summaries] == [
+        dataclasses.replace(s, service_name=None, span_count=0) for s in _run(use_figures=True)[0]]
+    carriers = [attributes_to_dict(span.attributes)[semconv.CARBON_REQUEST_TOTAL_GCO2E] for rs in out
+                for ss in ResourceSpans.FromString(rs).scope_spans for span in ss.spans
+                if semconv.CARBON_REQUEST_TOTAL_GCO2E in attributes_to_dict(span.attributes)]
+    assert len(carriers) == 6 and all(total > 0 for total in carriers)
     for rs in out:
         for ss in ResourceSpans.FromString(rs).scope_spans:
             for span in ss.spans:
