@@ -37,6 +37,7 @@ from carbonspan.processors.gpu_profiles import normalize_gpu_model, power_profil
 from carbonspan.processors.intensity import GridLocation, IntensityProvider, IntensityReading
 from carbonspan.processors.ledger import GpuLedger, Ledger
 from carbonspan.processors.otlp import (
+    DoubleAttributes,
     SpanGroups,
     add_span_attributes,
     as_float,
@@ -194,6 +195,14 @@ class CarbonJoin:
              semconv.counterfactual_attribute(region))
             for provider, region in settings.counterfactual_regions]
         self._facts: dict[tuple[str, str | None], GpuFacts] = {}
+        #: what the join writes on every span, as numbers that vary from span to span (``_amounts``)
+        #: and attributes that hold for many (``_constant_output``), each encoded once per span
+        self._amounts = DoubleAttributes(
+            (semconv.CARBON_ENERGY_JOULES, semconv.CARBON_ENERGY_FACILITY_JOULES, semconv.CARBON_OPERATIONAL_GCO2E,
+             semconv.CARBON_EMBODIED_GCO2E, semconv.CARBON_TOTAL_GCO2E)
+            + ((semconv.CARBON_ENERGY_IDLE_JOULES,) if settings.idle == IDLE_AMORTIZE else ())
+            + tuple(attribute for _, _, attribute in self._counterfactuals))
+        self._constants: dict[tuple, tuple[dict, bytes]] = {}
         self._unpriced: dict[tuple, tuple[dict, bytes]] = {}
         self._windows: dict[str, tuple[int, int]] = {}
         self._pricers: dict[str, WindowPricer | None] = {}
@@ -471,15 +480,16 @@ class CarbonJoin:
         a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
         phase = inputs[semconv.CARBON_PHASE]
         energy, idle, embodied, quality, embodied_source, tokens = pending.priced
-        values = self._output(node, self._intensity(node.location, (a + b) // 2), (a + b) // 2, energy, idle,
-                              embodied, quality, embodied_source)
+        reading = self._intensity(node.location, (a + b) // 2)
+        amounts = self._amounts_of(node, reading, (a + b) // 2, energy, idle, embodied)
+        constants, encoded = self._constant_output(node, reading, quality, embodied_source)
         rs, ss = pending.resource_spans, pending.scope_spans
         if pending.fresh:
-            span = groups.add(rs, ss, pending.span + encode_span_attributes(values))
+            span = groups.add(rs, ss, pending.span + encoded + self._amounts.encode(amounts))
         else:
             span = groups.add(rs, ss, pending.span)
-            add_span_attributes(span, values)
-        operational = values[semconv.CARBON_OPERATIONAL_GCO2E]
+            add_span_attributes(span, {**constants, **dict(zip(self._amounts.keys, amounts, strict=True))})
+        operational = amounts[2]
         self._note(span, inputs, pending.fresh, quality, energy, operational, embodied, figures)
         key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
                node.service_name)
@@ -517,42 +527,48 @@ class CarbonJoin:
                 get(semconv.CARBON_PHASE), get(semconv.GEN_AI_REQUEST_MODEL), get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
                 get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS), quality, energy, operational, embodied, fresh)
 
-    def _output(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
-                embodied: float, quality: str, embodied_source: str | None) -> dict:
-        """The attributes the join writes on a span."""
+    def _amounts_of(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
+                    embodied: float) -> list[float]:
+        """The numbers the join writes on a span, in the order of ``self._amounts``."""
         facility_j = energy * node.pue
         operational = facility_j / J_PER_KWH * reading.gco2e_per_kwh
-        values: dict = {
-            semconv.CARBON_ENERGY_JOULES: energy,
-            semconv.CARBON_ENERGY_FACILITY_JOULES: facility_j,
-            semconv.CARBON_PUE: node.pue,
-            semconv.CARBON_INTENSITY: reading.gco2e_per_kwh,
-            semconv.CARBON_INTENSITY_SOURCE: reading.source,
-            semconv.CARBON_OPERATIONAL_GCO2E: operational,
-            semconv.CARBON_EMBODIED_GCO2E: embodied,
-            semconv.CARBON_TOTAL_GCO2E: operational + embodied,
-            semconv.CARBON_QUALITY: quality,
-        }
-        if reading.zone:
-            values[semconv.CARBON_GRID_ZONE] = reading.zone
-        if embodied_source:
-            values[semconv.CARBON_EMBODIED_SOURCE] = embodied_source
+        amounts = [energy, facility_j, operational, embodied, operational + embodied]
         if self.settings.idle == IDLE_AMORTIZE:
-            values[semconv.CARBON_ENERGY_IDLE_JOULES] = idle
-        for location, pue, attribute in self._counterfactuals:
-            other = self._intensity(location, time_ns)
-            values[attribute] = energy * pue / J_PER_KWH * other.gco2e_per_kwh + embodied
-        return values
+            amounts.append(idle)
+        for location, pue, _ in self._counterfactuals:
+            amounts.append(energy * pue / J_PER_KWH * self._intensity(location, time_ns).gco2e_per_kwh + embodied)
+        return amounts
+
+    def _constant_output(self, node: NodeContext, reading: IntensityReading, quality: str,
+                         embodied_source: str | None) -> tuple[dict, bytes]:
+        """The attributes the join writes that many spans share (where and how the figures were
+        made), and their encoding: built once per combination."""
+        key = (node, reading.gco2e_per_kwh, reading.source, reading.zone, quality, embodied_source)
+        cached = self._constants.get(key)
+        if cached is None:
+            if len(self._constants) > 1024:  # bounded: nodes, readings, qualities are few, but never trust input
+                self._constants.clear()
+            values = {semconv.CARBON_PUE: node.pue, semconv.CARBON_INTENSITY: reading.gco2e_per_kwh,
+                      semconv.CARBON_INTENSITY_SOURCE: reading.source, semconv.CARBON_QUALITY: quality}
+            if reading.zone:
+                values[semconv.CARBON_GRID_ZONE] = reading.zone
+            if embodied_source:
+                values[semconv.CARBON_EMBODIED_SOURCE] = embodied_source
+            cached = self._constants[key] = (values, encode_span_attributes(values))
+        return cached
 
     def _unpriced_output(self, node: NodeContext, reading: IntensityReading, time_ns: int) -> tuple[dict, bytes]:
-        """What the join writes on a span that computed nothing (queue, kv_transfer), and its encoding."""
+        """What the join writes on a span that computed nothing (queue, kv_transfer), and its
+        encoding: the same for every such span of the node while the grid reading holds."""
         key = (node, reading.gco2e_per_kwh, reading.source, reading.zone)  # what the output reads of it
         cached = self._unpriced.get(key)
         if cached is None:
             if len(self._unpriced) > 1024:  # bounded: nodes and grid readings are few, but never trust input
                 self._unpriced.clear()
-            values = self._output(node, reading, time_ns, 0.0, 0.0, 0.0, semconv.QUALITY_MEASURED, None)
-            cached = self._unpriced[key] = (values, encode_span_attributes(values))
+            constants, encoded = self._constant_output(node, reading, semconv.QUALITY_MEASURED, None)
+            amounts = self._amounts_of(node, reading, time_ns, 0.0, 0.0, 0.0)
+            values = {**constants, **dict(zip(self._amounts.keys, amounts, strict=True))}
+            cached = self._unpriced[key] = (values, encoded + self._amounts.encode(amounts))
         return cached
 
     def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:

@@ -114,13 +114,15 @@ _DOUBLE_FRAMES: dict[str, bytes] = {}
 _PACK_DOUBLE = struct.Struct("<d").pack
 
 
+def _double_frame(key: str) -> bytes:
+    frame = _DOUBLE_FRAMES[key] = Span(attributes=[KeyValue(key=key, value=AnyValue(double_value=1.0))]
+                                       ).SerializeToString()[:-8]
+    return frame
+
+
 def _encoded_attribute(key: str, value: AttributeValue) -> bytes:
     if type(value) is float:
-        frame = _DOUBLE_FRAMES.get(key)
-        if frame is None:
-            frame = _DOUBLE_FRAMES[key] = Span(attributes=[KeyValue(key=key, value=AnyValue(double_value=1.0))]
-                                               ).SerializeToString()[:-8]
-        return frame + _PACK_DOUBLE(value)
+        return (_DOUBLE_FRAMES.get(key) or _double_frame(key)) + _PACK_DOUBLE(value)
     cache_key = (key, type(value), value) if isinstance(value, str | int | bool) else None
     encoded = _ENCODED.get(cache_key) if cache_key else None
     if encoded is None:
@@ -130,6 +132,24 @@ def _encoded_attribute(key: str, value: AttributeValue) -> bytes:
                 _ENCODED.clear()
             _ENCODED[cache_key] = encoded
     return encoded
+
+
+class DoubleAttributes:
+    """Serialized ``Span.attributes`` entries of fixed keys with double values, for the figures a
+    processor writes on every span: one ``struct`` call packs the values between the frames (from
+    the protobuf library, as in ``encode_span_attributes``), about a quarter of the cost of
+    encoding them one by one."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.keys = tuple(keys)
+        frames = [_double_frame(key) for key in self.keys]
+        self._struct = struct.Struct("<" + "".join(f"{len(frame)}sd" for frame in frames))
+        self._args: list = [item for frame in frames for item in (frame, 0.0)]
+
+    def encode(self, values: Sequence[float]) -> bytes:
+        args = self._args[:]
+        args[1::2] = values
+        return self._struct.pack(*args)
 
 
 def add_span_attributes(span: Span, values: Mapping[str, AttributeValue], absent: bool = False) -> None:

@@ -1,5 +1,6 @@
-"""add_span_attributes appends serialized attributes in one parse; the span it leaves must equal the
-one set_attributes (a message write per field) leaves, for every value type the processors write."""
+"""add_span_attributes and DoubleAttributes append serialized attributes in one parse; the span they
+leave must equal the one set_attributes (a message write per field) leaves, for every value type the
+processors write."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ import math
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from carbonspan.processors.otlp import add_span_attributes, attributes_to_dict, python_to_any_value, set_attributes
+from carbonspan.processors.otlp import (
+    DoubleAttributes,
+    add_span_attributes,
+    attributes_to_dict,
+    python_to_any_value,
+    set_attributes,
+)
 
 VALUES = {
     "carbon.energy.joules": 12.5,
@@ -50,3 +57,14 @@ def test_a_key_already_there_is_replaced_not_duplicated():
     assert sorted(keys) == sorted(set(keys))
     assert attributes_to_dict(span.attributes) == {"gen_ai.usage.output_tokens": 64, "carbon.energy.joules": 2.0,
                                                    "carbon.quality": "measured"}
+
+
+def test_packed_doubles_equal_the_attributes_set_field_by_field():
+    doubles = {key: value for key, value in VALUES.items() if type(value) is float}
+    doubles["carbon.nan"], doubles["carbon.inf"], doubles["x" * 200] = math.nan, -math.inf, 5e-324  # 2-byte key length
+    encoder = DoubleAttributes(list(doubles))
+    for values in (list(doubles.values()), [float(i) for i in range(len(doubles))]):
+        expected, got = _span(), _span()
+        set_attributes(expected.attributes, dict(zip(doubles, values, strict=True)))
+        got.MergeFromString(encoder.encode(values))
+        assert got.SerializeToString() == expected.SerializeToString()
