@@ -26,8 +26,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 
 from carbonspan.processors import semconv
 from carbonspan.processors.otlp import (
+    DoubleAttributes,
     add_span_attributes,
     as_float,
+    encode_span_attributes,
     pick_attributes,
     read_attributes,
     regroup_spans,
@@ -325,6 +327,26 @@ class RequestRollup:
             self._completed.popitem(last=False)
 
 
+#: the summary's numbers for the phases and regions a trace has, by (phases, regions)
+_SUMMARY_DOUBLES: dict[tuple[tuple[str, ...], tuple[str, ...]], DoubleAttributes] = {}
+
+
+def _summary_doubles(phases: tuple[str, ...], regions: tuple[str, ...]) -> DoubleAttributes:
+    """The numbers of a summary, in the order ``_summarise`` lists them: totals, then per phase its
+    gCO2e and energy, then per region its gCO2e."""
+    encoder = _SUMMARY_DOUBLES.get((phases, regions))
+    if encoder is None:
+        if len(_SUMMARY_DOUBLES) > 1024:  # bounded: phases and regions are few, but never trust input
+            _SUMMARY_DOUBLES.clear()
+        keys = [semconv.CARBON_REQUEST_ENERGY_JOULES, semconv.CARBON_REQUEST_OPERATIONAL_GCO2E,
+                semconv.CARBON_REQUEST_EMBODIED_GCO2E, semconv.CARBON_REQUEST_TOTAL_GCO2E]
+        for phase in phases:
+            keys += (semconv.request_phase_gco2e(phase), semconv.request_phase_energy(phase))
+        keys += [semconv.request_region_gco2e(region) for region in regions]
+        encoder = _SUMMARY_DOUBLES[(phases, regions)] = DoubleAttributes(keys)
+    return encoder
+
+
 def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary:
     energy = operational = embodied = input_tokens = output_tokens = 0.0
     by_phase: dict[str, float] = {}  # gCO2e
@@ -380,25 +402,21 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
         input_tokens=input_tokens,
         output_tokens=output_tokens,
     )
-    values: dict = {
-        semconv.CARBON_REQUEST_ENERGY_JOULES: energy,
-        semconv.CARBON_REQUEST_OPERATIONAL_GCO2E: operational,
-        semconv.CARBON_REQUEST_EMBODIED_GCO2E: embodied,
-        semconv.CARBON_REQUEST_TOTAL_GCO2E: operational + embodied,
-        semconv.CARBON_REQUEST_SPAN_COUNT: count,
-        semconv.CARBON_REQUEST_ROUTE: summary.route,
-    }
-    if quality is not None:
-        values[semconv.CARBON_REQUEST_QUALITY] = quality
+    amounts = [energy, operational, embodied, operational + embodied]
     for phase, grams in by_phase.items():
-        values[semconv.request_phase_gco2e(phase)] = grams
-        values[semconv.request_phase_energy(phase)] = by_phase_energy[phase]
-    for region, grams in by_region.items():
-        values[semconv.request_region_gco2e(region)] = grams
+        amounts += (grams, by_phase_energy[phase])
+    amounts += by_region.values()
+    others: dict = {semconv.CARBON_REQUEST_SPAN_COUNT: count, semconv.CARBON_REQUEST_ROUTE: summary.route}
+    if quality is not None:
+        others[semconv.CARBON_REQUEST_QUALITY] = quality
     carrier_part = trace.parts[carrier.seq][0]
     absent = carrier_part.unsummarised
     if model and carrier_part.model is None:
-        values[semconv.GEN_AI_REQUEST_MODEL] = model
+        others[semconv.GEN_AI_REQUEST_MODEL] = model
         absent = False  # the key may be there without a value: looked up
-    add_span_attributes(carrier.span, values, absent)
+    doubles = _summary_doubles(tuple(by_phase), tuple(by_region))
+    if absent:
+        carrier.span.MergeFromString(encode_span_attributes(others) + doubles.encode(amounts))
+    else:
+        add_span_attributes(carrier.span, {**others, **dict(zip(doubles.keys, amounts, strict=True))})
     return summary
