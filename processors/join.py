@@ -164,6 +164,8 @@ class _Pending:
     start_ns: int = 0
     end_ns: int = 0
     fresh: bool = True  # none of the attributes the join writes is on the span yet
+    trace_id: bytes = b""
+    span_id: bytes = b""
     released: bool = False
     #: a compute span's (energy, idle share, embodied, quality, embodied source, tokens), priced with its release
     priced: tuple | None = None
@@ -184,7 +186,8 @@ class CarbonJoin:
         self._pending = 0
         #: (phase, model, provider, region, service) -> [energy J, gCO2e, tokens] since the last drain.
         self._observations: dict[tuple, list[float]] = {}
-        self._grid: dict[tuple, GridReadingRow] = {}
+        #: (provider, region, zone) -> the last reading there and its row
+        self._grid: dict[tuple, tuple[IntensityReading, GridReadingRow]] = {}
         self.spans_flagged = 0
         # What depends only on the telemetry: what is known of each GPU is cleared whenever metrics
         # arrive (they may name its model); the pricers, with the stretch of each GPU's data that the spans of
@@ -239,7 +242,8 @@ class CarbonJoin:
                         held_rs = held_rs or ResourceSpans(resource=rs.resource, schema_url=rs.schema_url)
                         held_ss = ScopeSpans(scope=ss.scope, schema_url=ss.schema_url)
                     pending = _Pending(span.SerializeToString(), node, held_rs, held_ss,
-                                       now_ns + self.settings.deadline_ns, inputs, start, end, fresh)
+                                       now_ns + self.settings.deadline_ns, inputs, start, end, fresh,
+                                       span.trace_id, span.span_id)
                     self._pending += 1
                     seq = next(self._seq)
                     heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (end, seq, pending))
@@ -283,13 +287,13 @@ class CarbonJoin:
         self._windows.clear()
         self._pricers.clear()
         self._compact()
-        return groups.out
+        return groups.build()
 
     def gpu_ledger(self) -> list[GpuLedger]:
         return self.ledger.rows(self.telemetry)
 
     def grid_readings(self) -> list[GridReadingRow]:
-        return list(self._grid.values())
+        return [row for _, row in self._grid.values()]
 
     def span_observations(self) -> list[SpanObservation]:
         """The priced spans since the last call, summed per label set: the counters they feed take
@@ -483,14 +487,16 @@ class CarbonJoin:
         reading = self._intensity(node.location, (a + b) // 2)
         amounts = self._amounts_of(node, reading, (a + b) // 2, energy, idle, embodied)
         constants, encoded = self._constant_output(node, reading, quality, embodied_source)
-        rs, ss = pending.resource_spans, pending.scope_spans
         if pending.fresh:
-            span = groups.add(rs, ss, pending.span + encoded + self._amounts.encode(amounts))
+            enriched = pending.span + encoded + self._amounts.encode(amounts)
         else:
-            span = groups.add(rs, ss, pending.span)
+            span = Span.FromString(pending.span)
             add_span_attributes(span, {**constants, **dict(zip(self._amounts.keys, amounts, strict=True))})
+            enriched = span.SerializeToString()
+        groups.add(pending.resource_spans, pending.scope_spans, enriched)
         operational = amounts[2]
-        self._note(span, inputs, pending.fresh, quality, energy, operational, embodied, figures)
+        self._note(pending.trace_id, pending.span_id, inputs, pending.fresh, quality, energy, operational, embodied,
+                   figures)
         key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
                node.service_name)
         sums = self._observations.get(key)
@@ -511,11 +517,11 @@ class CarbonJoin:
             span.MergeFromString(encoded)
         else:
             add_span_attributes(span, values)
-        self._note(span, inputs, fresh, semconv.QUALITY_MEASURED, 0.0, values[semconv.CARBON_OPERATIONAL_GCO2E], 0.0,
-                   figures)
+        self._note(span.trace_id, span.span_id, inputs, fresh, semconv.QUALITY_MEASURED, 0.0,
+                   values[semconv.CARBON_OPERATIONAL_GCO2E], 0.0, figures)
 
-    def _note(self, span: Span, inputs: dict, fresh: bool, quality: str, energy: float, operational: float,
-              embodied: float, figures: SpanFigures | None) -> None:
+    def _note(self, trace_id: bytes, span_id: bytes, inputs: dict, fresh: bool, quality: str, energy: float,
+              operational: float, embodied: float, figures: SpanFigures | None) -> None:
         """Count a flagged span; with ``figures``, what a roll-up sums of it, and no more: the
         roll-up keeps these until the span's trace is complete."""
         if quality != semconv.QUALITY_MEASURED:
@@ -523,7 +529,7 @@ class CarbonJoin:
         if figures is not None:
             get = inputs.get
             # the join's outputs were not there (fresh), so neither are the roll-up's
-            figures[(span.trace_id, span.span_id)] = SpanPart(
+            figures[(trace_id, span_id)] = SpanPart(
                 get(semconv.CARBON_PHASE), get(semconv.GEN_AI_REQUEST_MODEL), get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
                 get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS), quality, energy, operational, embodied, fresh)
 
@@ -574,9 +580,13 @@ class CarbonJoin:
     def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
         reading = self.intensity.intensity(location, time_ns)
         key = (location.provider, location.region, location.zone)
-        row = self._grid.get(key)
+        last = self._grid.get(key)
+        if last is not None and last[0] is reading:
+            return reading  # providers hand out one reading object while it holds
+        row = last[1] if last is not None else None
         if row is None or (row.zone, row.gco2e_per_kwh, row.source, row.fallback) != (
                 reading.zone, reading.gco2e_per_kwh, reading.source, reading.fallback):
-            self._grid[key] = GridReadingRow(location.provider, location.region, reading.zone,
-                                             reading.gco2e_per_kwh, reading.source, reading.fallback)
+            row = GridReadingRow(location.provider, location.region, reading.zone, reading.gco2e_per_kwh,
+                                 reading.source, reading.fallback)
+        self._grid[key] = (reading, row)
         return reading

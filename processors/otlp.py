@@ -10,6 +10,7 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -181,39 +182,51 @@ def as_float(value: Any) -> float | None:
         return None
 
 
+def _spans_wire() -> type:
+    """A message laid out on the wire as ``ScopeSpans`` with its spans as bytes: spans kept
+    serialized go into a ScopeSpans in one parse, their framing written by the library."""
+    file = descriptor_pb2.FileDescriptorProto(name="carbonspan/spans_wire.proto", package="carbonspan.wire",
+                                              syntax="proto3")
+    message = file.message_type.add(name="SpansWire")
+    message.field.add(name="spans", number=ScopeSpans.DESCRIPTOR.fields_by_name["spans"].number,
+                      type=descriptor_pb2.FieldDescriptorProto.TYPE_BYTES,
+                      label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("carbonspan.wire.SpansWire"))
+
+
+_SpansWire = _spans_wire()
+
+
 class SpanGroups:
-    """Spans put into ResourceSpans/ScopeSpans again under the resource and scope they arrived with
-    (one group per original message, in first-seen order)."""
+    """Serialized spans put into ResourceSpans/ScopeSpans again under the resource and scope they
+    arrived with (one group per original message, in first-seen order). Kept as bytes until
+    ``build``, which parses each scope's spans in one go: copying span messages one by one costs
+    several times as much (a deep copy per attribute), and bytes keep no received request alive."""
 
     def __init__(self) -> None:
-        self.out: list[ResourceSpans] = []
-        self._by_resource: dict[int, tuple[ResourceSpans, dict[int, ScopeSpans]]] = {}
+        self._scopes: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[bytes]]] = {}
 
-    def _scope(self, src_resource: ResourceSpans, src_scope: ScopeSpans) -> ScopeSpans:
-        entry = self._by_resource.get(id(src_resource))
+    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: bytes) -> None:
+        key = (id(src_resource), id(src_scope))
+        entry = self._scopes.get(key)
         if entry is None:
-            rs = ResourceSpans(resource=src_resource.resource, schema_url=src_resource.schema_url)
-            entry = self._by_resource[id(src_resource)] = (rs, {})
-            self.out.append(rs)
-        rs, scopes = entry
-        ss = scopes.get(id(src_scope))
-        if ss is None:
-            ss = scopes[id(src_scope)] = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
-        return ss
+            entry = self._scopes[key] = (src_resource, src_scope, [])
+        entry[2].append(span)
 
-    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: Span | bytes) -> Span:
-        """Put the span (a message, or one serialized) in its group; returns the span as placed there."""
-        ss = self._scope(src_resource, src_scope)
-        if isinstance(span, bytes):
-            placed = ss.spans.add()
-            placed.MergeFromString(span)
-            return placed
-        ss.spans.append(span)
-        return ss.spans[-1]
-
-    def extend(self, src_resource: ResourceSpans, src_scope: ScopeSpans, spans: list[Span]) -> None:
-        """Put spans of one resource and scope in their group: one copy call for all of them."""
-        self._scope(src_resource, src_scope).spans.extend(spans)
+    def build(self) -> list[ResourceSpans]:
+        out: list[ResourceSpans] = []
+        by_resource: dict[int, ResourceSpans] = {}
+        for src_resource, src_scope, spans in self._scopes.values():
+            rs = by_resource.get(id(src_resource))
+            if rs is None:
+                rs = by_resource[id(src_resource)] = ResourceSpans(resource=src_resource.resource,
+                                                                   schema_url=src_resource.schema_url)
+                out.append(rs)
+            ss = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
+            ss.MergeFromString(_SpansWire(spans=spans).SerializeToString())
+        return out
 
 
 def take_out_spans(taken: Iterable[tuple[ResourceSpans, ScopeSpans, list[int]]]) -> None:
@@ -229,18 +242,3 @@ def take_out_spans(taken: Iterable[tuple[ResourceSpans, ScopeSpans, list[int]]])
         for i in reversed(range(len(rs.scope_spans))):
             if not rs.scope_spans[i].spans:
                 del rs.scope_spans[i]
-
-
-def regroup_spans(items: Iterable[tuple[ResourceSpans, ScopeSpans, Span]]) -> list[ResourceSpans]:
-    """Spans that were held back, put into ResourceSpans/ScopeSpans again (see SpanGroups)."""
-    by_scope: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[Span]]] = {}
-    for src_resource, src_scope, span in items:
-        key = (id(src_resource), id(src_scope))
-        entry = by_scope.get(key)
-        if entry is None:
-            entry = by_scope[key] = (src_resource, src_scope, [])
-        entry[2].append(span)
-    groups = SpanGroups()
-    for src_resource, src_scope, spans in by_scope.values():
-        groups.extend(src_resource, src_scope, spans)
-    return groups.out

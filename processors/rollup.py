@@ -27,12 +27,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Sp
 from carbonspan.processors import semconv
 from carbonspan.processors.otlp import (
     DoubleAttributes,
+    SpanGroups,
     add_span_attributes,
     as_float,
     encode_span_attributes,
     pick_attributes,
     read_attributes,
-    regroup_spans,
     take_out_spans,
 )
 
@@ -129,11 +129,12 @@ class _Origin:
 
 class _Held:
     """A span that may still carry its trace's summary. ``batch``: the ``add`` call it came in
-    with; ``index``: its place in its ScopeSpans then (taken out at the end of that call)."""
+    with; ``index``: its place in its ScopeSpans then. At the end of that call it is taken out,
+    serialized, with copies of its resource and scope: the message it came in goes on and is freed."""
 
     __slots__ = ("start", "seq", "parent", "rs", "ss", "span", "origin", "batch", "index", "held")
 
-    def __init__(self, start: int, seq: int, parent: bytes, rs: ResourceSpans, ss: ScopeSpans, span: Span,
+    def __init__(self, start: int, seq: int, parent: bytes, rs: ResourceSpans, ss: ScopeSpans, span: Span | bytes,
                  origin: _Origin, batch: int, index: int) -> None:
         self.start, self.seq, self.parent, self.rs, self.ss, self.span = start, seq, parent, rs, ss, span
         self.origin, self.batch, self.index, self.held = origin, batch, index, True
@@ -189,7 +190,7 @@ class RequestRollup:
         self._touches = 0
         self._completed: OrderedDict[bytes, None] = OrderedDict()
         self._whole: list[ResourceSpans] = []  # messages that go on as they came (held spans taken out)
-        self._loose: list[tuple[ResourceSpans, ScopeSpans, Span]] = []  # held spans that need not be any more
+        self._loose: list[tuple[ResourceSpans, ScopeSpans, bytes]] = []  # held spans that need not be any more
         self._batch = 0
         self.late_spans = 0
 
@@ -282,14 +283,19 @@ class RequestRollup:
 
     @staticmethod
     def _take_out(held: list[_Held]) -> None:
-        """Take the spans held from this ``add`` call out of their messages (each keeps its own copy),
-        so that the rest of each message goes on as it is."""
+        """Take the spans held from this ``add`` call out of their messages, serialized, so that
+        the rest of each message goes on as it is."""
         by_scope: dict[int, tuple[ResourceSpans, ScopeSpans, list[int]]] = {}
+        copies: dict[int, tuple[ResourceSpans, ScopeSpans]] = {}
         for item in held:
             entry = by_scope.get(id(item.ss))
             if entry is None:
                 entry = by_scope[id(item.ss)] = (item.rs, item.ss, [])
+                copies[id(item.ss)] = (ResourceSpans(resource=item.rs.resource, schema_url=item.rs.schema_url),
+                                       ScopeSpans(scope=item.ss.scope, schema_url=item.ss.schema_url))
             entry[2].append(item.index)
+            item.span = item.span.SerializeToString()
+            item.rs, item.ss = copies[id(item.ss)]
         take_out_spans(by_scope.values())
 
     def release(self, now_ns: int, flush: bool = False) -> RollupOutput:
@@ -319,7 +325,10 @@ class RequestRollup:
             self._remember(trace_id)
             requests.append(_summarise(trace_id, trace, trace.carrier()))
             items.extend((h.rs, h.ss, h.span) for h in trace.held())
-        return RollupOutput(spans=spans + regroup_spans(items), requests=requests)
+        groups = SpanGroups()
+        for rs, ss, span in items:
+            groups.add(rs, ss, span)
+        return RollupOutput(spans=spans + groups.build(), requests=requests)
 
     def _remember(self, trace_id: bytes) -> None:
         self._completed[trace_id] = None
@@ -416,7 +425,9 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
         absent = False  # the key may be there without a value: looked up
     doubles = _summary_doubles(tuple(by_phase), tuple(by_region))
     if absent:
-        carrier.span.MergeFromString(encode_span_attributes(others) + doubles.encode(amounts))
+        carrier.span += encode_span_attributes(others) + doubles.encode(amounts)
     else:
-        add_span_attributes(carrier.span, {**others, **dict(zip(doubles.keys, amounts, strict=True))})
+        span = Span.FromString(carrier.span)
+        add_span_attributes(span, {**others, **dict(zip(doubles.keys, amounts, strict=True))})
+        carrier.span = span.SerializeToString()
     return summary
