@@ -70,11 +70,12 @@ class CarbonStage(Stage):
         self.join = CarbonJoin(settings.join, intensity, facility)
         self.metric_points_rejected = 0
         self.last_ingest_errors: list[str] = []
-        #: the figures of the spans it hands on, for a roll-up stage right after this one, which takes
-        #: them out as it reads them (None: nobody reads them).
+        #: the figures of the spans it last handed on, for a roll-up stage right after this one (None:
+        #: nobody reads them).
         self.figures: SpanFigures | None = None
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
+        self._clear_figures()
         return self.join.add_spans(batch, now_ns, figures=self.figures)
 
     def metrics(self, batch: list[ResourceMetrics], now_ns: int) -> list[ResourceMetrics]:
@@ -85,7 +86,13 @@ class CarbonStage(Stage):
         return batch
 
     def release_traces(self, now_ns: int, flush: bool) -> list[ResourceSpans]:
+        self._clear_figures()
         return self.join.release(now_ns, flush=flush, figures=self.figures)
+
+    def _clear_figures(self) -> None:
+        """Only the spans about to be handed on: the next stage reads their figures right away."""
+        if self.figures is not None:
+            self.figures.clear()
 
     @property
     def pending_spans(self) -> int:
@@ -108,10 +115,7 @@ class RollupStage(Stage):
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
         self._held += span_count(batch)  # before the roll-up takes the spans it holds out of the batch
-        figures = self._join.figures if self._join is not None else None
-        self.rollup.add(batch, now_ns, figures)
-        if figures:
-            figures.clear()  # read: the carbon stage notes the next batch's afresh
+        self.rollup.add(batch, now_ns, self._join.figures if self._join is not None else None)
         return []
 
     def release_traces(self, now_ns: int, flush: bool) -> list[ResourceSpans]:

@@ -219,7 +219,8 @@ class CarbonJoin:
                   figures: SpanFigures | None = None) -> list[ResourceSpans]:
         """Take the spans in; returns the messages with what goes on at once: spans that computed
         nothing (queue, kv_transfer: enriched in place) and spans without GPUs (untouched). The
-        compute spans wait, taken out of their messages, for ``release``; ``figures`` as there."""
+        compute spans wait, taken out of their messages, for ``release``; ``figures`` as there.
+        The messages handed in are changed: a caller that feeds them elsewhere too passes copies."""
         passed = []
         for rs in resource_spans:
             node = self._node(rs.resource)
