@@ -1,0 +1,41 @@
+"""SpanGroups puts serialized spans back under the resource and scope they arrived with, one parse
+per scope; the messages it builds must equal those built span by span."""
+
+from __future__ import annotations
+
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
+from otlp_data import SECOND, T0, SpanSpec, node_resource, spans
+
+from carbonspan.processors import semconv
+from carbonspan.processors.otlp import SpanGroups
+
+
+def _request(service: str, n: int) -> ResourceSpans:
+    rs = spans(node_resource(["gpu-a"], service=service), [
+        SpanSpec(semconv.PHASE_DECODE, T0 + i, T0 + SECOND + i, tokens=i + 1, name=f"{service}-{i}") for i in range(n)])
+    rs.schema_url = f"https://schemas/{service}"
+    other = rs.scope_spans.add(scope=InstrumentationScope(name="second", version="2"), schema_url="s2")
+    other.spans.add().CopyFrom(rs.scope_spans[0].spans[0])
+    other.spans[0].name = f"{service}-second"
+    return rs
+
+
+def test_spans_go_back_under_their_resource_and_scope_in_first_seen_order():
+    a, b = _request("a", 3), _request("b", 2)
+    placed = [(b, b.scope_spans[0], 1), (a, a.scope_spans[1], 0), (a, a.scope_spans[0], 2), (b, b.scope_spans[0], 0),
+              (a, a.scope_spans[0], 0)]
+    groups = SpanGroups()
+    for rs, ss, index in placed:
+        groups.add(rs, ss, ss.spans[index].SerializeToString())
+    out = groups.build()
+    expected = []
+    for rs, scopes in ((b, [(b.scope_spans[0], [1, 0])]), (a, [(a.scope_spans[1], [0]), (a.scope_spans[0], [2, 0])])):
+        built = ResourceSpans(resource=rs.resource, schema_url=rs.schema_url)
+        for ss, indexes in scopes:
+            built.scope_spans.append(ScopeSpans(scope=ss.scope, schema_url=ss.schema_url,
+                                                spans=[ss.spans[i] for i in indexes]))
+        expected.append(built)
+    assert out == expected
+    assert [s.name for rs in out for ss in rs.scope_spans for s in ss.spans] == ["b-1", "b-0", "a-second", "a-2", "a-0"]
+    assert SpanGroups().build() == []
