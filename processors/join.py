@@ -479,8 +479,8 @@ class CarbonJoin:
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
     def _enrich_priced(self, groups: SpanGroups, pending: _Pending, figures: SpanFigures | None) -> None:
-        """Put a priced compute span in its group with what the join writes: appended to its bytes
-        in the one parse that places it, where it carries none of those attributes yet."""
+        """Put a priced compute span in its group with what the join writes, appended to its bytes
+        where it carries none of those attributes yet (the group parses a scope's spans at once)."""
         node, inputs = pending.node, pending.inputs
         a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
         phase = inputs[semconv.CARBON_PHASE]

@@ -28,6 +28,7 @@ def any_value_to_python(value: AnyValue) -> Any:
     return getattr(value, kind)
 
 
+#: the AnyValue fields read as they are (the others are arrays and key-value lists).
 _SCALAR_KINDS = frozenset({"string_value", "bool_value", "int_value", "double_value", "bytes_value"})
 #: the AnyValue field of each exact scalar type: one dict look-up instead of an isinstance chain.
 _SCALAR_FIELDS = {bool: "bool_value", int: "int_value", float: "double_value", str: "string_value"}

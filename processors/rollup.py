@@ -10,9 +10,9 @@ trace that was already rolled up are late: counted and passed on unchanged.
 A span's figures are noted when it arrives (and summed, in arrival order, when its trace is rolled
 up); only the spans that may still carry the summary are held: the root once it is there, before
 that the earliest span of each missing parent (the candidates of the orphan rule) and the earliest
-span of all (the carrier of a trace whose every span has its parent: a cycle). Every other span
-goes on at the next ``release``, unchanged, inside the message it came in (the held spans taken
-out of it): not copied.
+span of all (the carrier of a trace whose every span has its parent: a cycle), each kept
+serialized, the summary appended to the carrier's bytes. Every other span goes on at the next
+``release``, unchanged, inside the message it came in (the held spans taken out of it): not copied.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ _INPUT, _OUTPUT = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT
 _ENERGY, _OPERATIONAL, _EMBODIED = (semconv.CARBON_ENERGY_JOULES, semconv.CARBON_OPERATIONAL_GCO2E,
                                     semconv.CARBON_EMBODIED_GCO2E)
 _PREFILL, _DECODE, _COMPUTE = semconv.PHASE_PREFILL, semconv.PHASE_DECODE, semconv.COMPUTE_PHASES
+_NO_KEYS: frozenset[str] = frozenset()  # the summary's keys are known by their prefix alone
 
 
 class SpanPart(NamedTuple):
@@ -70,7 +71,7 @@ class SpanPart(NamedTuple):
 
 
 def _read_part(span: Span) -> SpanPart:
-    attrs, unsummarised = read_attributes(span.attributes, _SUMMARY_INPUTS, frozenset(), semconv.CARBON_REQUEST_PREFIX)
+    attrs, unsummarised = read_attributes(span.attributes, _SUMMARY_INPUTS, _NO_KEYS, semconv.CARBON_REQUEST_PREFIX)
     get = attrs.get
     return SpanPart(get(_PHASE), get(_MODEL), get(_INPUT), get(_OUTPUT), get(_QUALITY), get(_ENERGY),
                     get(_OPERATIONAL), get(_EMBODIED), unsummarised)
