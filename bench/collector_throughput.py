@@ -14,6 +14,7 @@ the clock stops when the sink has every span. Printed per configuration:
   with other work distorts least.
 
     python bench/collector_throughput.py                 # 25k requests = 125k spans per configuration
+    python bench/collector_throughput.py --only carbon --only passthrough --repeat 5   # medians (2 min)
     python bench/collector_throughput.py --requests 5000 --only carbon
 
 The third column is the OpenTelemetry Collector (otelcol-contrib, from the PyPI wheel
@@ -27,6 +28,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -363,6 +365,9 @@ def main() -> None:
     parser.add_argument("--load-core", type=int, help="core of the load generator and the sink (default: any)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for every span per run")
     parser.add_argument("--py-spy", metavar="FILE", help="profile the collector with py-spy (collapsed stacks)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of every configuration, taking turns; prints each one's median over them "
+                             "(this shared VM drifts by 20 %% within minutes: compare medians, or ratios in a round)")
     args = parser.parse_args()
     if args.collector_core is None:
         args.collector_core = least_busy_core()
@@ -383,18 +388,30 @@ def main() -> None:
     print(f"{args.requests} requests x {SPANS_PER_REQUEST} spans = {args.requests * SPANS_PER_REQUEST} spans per run; "
           f"collector pinned to core {args.collector_core}, load generator and sink on "
           f"{'core ' + str(args.load_core) if args.load_core is not None else 'any core'}")
-    results = []
     for name in wanted:
         if name not in runs:
             print(f"  {name}: skipped: {why_not}")
-            continue
-        command, config = runs[name]
-        result = run_one(name, command, config, args, env={"GOMAXPROCS": "1"} if name == "otelcol" else None)
-        results.append(result)
-        print(f"  {name:12s} end-to-end {result.end_to_end:9,.0f} spans/s  steady {result.steady:9,.0f} spans/s  "
-              f"{result.per_cpu_s:9,.0f} spans/CPU-s  (sent in {result.send_s:.1f} s, "
-              f"{result.enriched} spans with carbon attributes, collector RSS {result.rss_mb:.0f} MB)", flush=True)
-    by_name = {r.name: r for r in results}
+    wanted = [name for name in wanted if name in runs]
+    rounds = []
+    for _ in range(args.repeat):  # the configurations take turns, so that a drift of the machine hits all alike
+        results = []
+        for name in wanted:
+            command, config = runs[name]
+            result = run_one(name, command, config, args, env={"GOMAXPROCS": "1"} if name == "otelcol" else None)
+            results.append(result)
+            print(f"  {name:12s} end-to-end {result.end_to_end:9,.0f} spans/s  steady {result.steady:9,.0f} spans/s  "
+                  f"{result.per_cpu_s:9,.0f} spans/CPU-s  (sent in {result.send_s:.1f} s, "
+                  f"{result.enriched} spans with carbon attributes, collector RSS {result.rss_mb:.0f} MB)", flush=True)
+        print_ratios({r.name: r for r in results})
+        rounds.append(results)
+    if args.repeat > 1:
+        for name in wanted:
+            figures = sorted(r.per_cpu_s for results in rounds for r in results if r.name == name)
+            print(f"{name}: median {statistics.median(figures):,.0f} spans/CPU-s over {len(figures)} runs "
+                  f"({figures[0]:,.0f}-{figures[-1]:,.0f})")
+
+
+def print_ratios(by_name: dict[str, Result]) -> None:
     if "carbon" in by_name and "passthrough" in by_name:
         c, p = by_name["carbon"], by_name["passthrough"]
         print(f"carbon / passthrough: end-to-end {c.end_to_end / p.end_to_end:.2f}, "
