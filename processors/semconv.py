@@ -131,7 +131,8 @@ def counterfactual_attribute(region: str) -> str:
 # --------------------------------------------------------------------------------------------
 # Root-span attributes written by the request roll-up
 # --------------------------------------------------------------------------------------------
-#: prefix of every attribute the roll-up writes on a request's root span (and the model, where it has none).
+#: prefix of the attributes the roll-up writes on a request's root span (it also writes the model
+#: where the root has none).
 CARBON_REQUEST_PREFIX: Final = "carbon.request."
 CARBON_REQUEST_ENERGY_JOULES: Final = "carbon.request.energy.joules"
 CARBON_REQUEST_OPERATIONAL_GCO2E: Final = "carbon.request.operational.gco2e"
