@@ -8,28 +8,53 @@ collected rather than mirrored on every change: the hot path only increments int
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, Histogram, MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Histogram,
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    Metric,
+    MetricsData,
+    ResourceMetrics,
+    ScopeMetrics,
+)
 from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from carbonspan.collector.exporters.base import Exporter
 from carbonspan.collector.pipeline import Router
 from carbonspan.collector.pipeline_stages import CarbonStage, RollupStage
 from carbonspan.processors import semconv as sc
+from carbonspan.processors.batched_histograms import BatchedHistograms, HistogramPoint
 from carbonspan.processors.rollup import RequestSummary
 
 SERVICE_NAME = "carbonspan-collector"
+METER_NAME = "carbonspan.collector"
 #: gCO2e per request spans from a few mg (short prompt on an efficient GPU, clean grid) to tens of g.
 CO2E_BUCKETS_G = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 25.0, 50.0)
 ENERGY_BUCKETS_J = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000)
 _UNIT_REQUEST = "{request}"
+#: (name, unit, description, bucket bounds) of the per-request histograms, in ``record_request``'s order
+REQUEST_HISTOGRAMS = (
+    (sc.METRIC_REQUEST_CO2E, sc.UNIT_GRAM, "CO2e of each request (operational + embodied)", CO2E_BUCKETS_G),
+    (sc.METRIC_REQUEST_ENERGY, sc.UNIT_JOULE, "GPU energy of each request", ENERGY_BUCKETS_J),
+)
+
+
+def _histogram(name: str, unit: str, description: str, bounds: tuple, points: list[HistogramPoint],
+               now_ns: int) -> Metric:
+    """The points as the SDK's data model, for its OTLP encoder."""
+    return Metric(name, description, unit, Histogram(
+        [HistogramDataPoint(p.attributes, p.start_ns, now_ns, p.count, p.sum, p.bucket_counts, bounds, p.min, p.max)
+         for p in points], AggregationTemporality.CUMULATIVE))
 
 
 def _attrs(pairs: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,22 +70,14 @@ class CollectorMetrics:
         self.rollups = list(rollups)
         self.exporters = dict(exporters)
         self.reader = InMemoryMetricReader()
-        views = [
-            View(instrument_type=Histogram, instrument_name=sc.METRIC_REQUEST_CO2E,
-                 aggregation=ExplicitBucketHistogramAggregation(CO2E_BUCKETS_G)),
-            View(instrument_type=Histogram, instrument_name=sc.METRIC_REQUEST_ENERGY,
-                 aggregation=ExplicitBucketHistogramAggregation(ENERGY_BUCKETS_J)),
-        ]
-        # No exemplars: the SDK's default filter looks for a sampled span in the current context at every
-        # record, and the collector records outside any span, so it only costs (~1.2 us of ~8 per record).
-        self.provider = MeterProvider(metric_readers=[self.reader], views=views,
-                                      resource=Resource.create({sc.SERVICE_NAME: SERVICE_NAME}),
-                                      exemplar_filter=AlwaysOffExemplarFilter())
-        meter = self.provider.get_meter("carbonspan.collector")
-        self._request_co2e = meter.create_histogram(
-            sc.METRIC_REQUEST_CO2E, unit=sc.UNIT_GRAM, description="CO2e of each request (operational + embodied)")
-        self._request_energy = meter.create_histogram(
-            sc.METRIC_REQUEST_ENERGY, unit=sc.UNIT_JOULE, description="GPU energy of each request")
+        self.resource = Resource.create({sc.SERVICE_NAME: SERVICE_NAME})
+        self.provider = MeterProvider(metric_readers=[self.reader], resource=self.resource)
+        meter = self.provider.get_meter(METER_NAME)
+        # The per-request histograms are folded a collection at a time (the SDK records one value per
+        # call, ~7 us each: see processors/batched_histograms.py) and added to what the SDK collects.
+        self._requests = BatchedHistograms([bounds for *_, bounds in REQUEST_HISTOGRAMS],
+                                           (sc.GEN_AI_REQUEST_MODEL, sc.SERVICE_NAME, sc.CARBON_REQUEST_ROUTE),
+                                           time.time_ns())
         self._span_energy = meter.create_counter(sc.METRIC_SPAN_ENERGY, unit=sc.UNIT_JOULE,
                                                  description="GPU energy attributed to spans")
         self._span_co2e = meter.create_counter(sc.METRIC_SPAN_CO2E, unit=sc.UNIT_GRAM,
@@ -94,10 +111,8 @@ class CollectorMetrics:
 
     # ------------------------------------------------------------------ recording
     def record_request(self, summary: RequestSummary) -> None:
-        attrs = _attrs({sc.GEN_AI_REQUEST_MODEL: summary.model, sc.SERVICE_NAME: summary.service_name,
-                        sc.CARBON_REQUEST_ROUTE: summary.route or None})
-        self._request_co2e.record(summary.total_g, attrs)
-        self._request_energy.record(summary.energy_j, attrs)
+        self._requests.add((summary.model, summary.service_name, summary.route or None),
+                           (summary.total_g, summary.energy_j))
 
     def collect(self) -> ExportMetricsServiceRequest | None:
         """Everything so far, cumulative, as one OTLP request (None before there is anything)."""
@@ -110,9 +125,28 @@ class CollectorMetrics:
                     self._span_co2e.add(obs.co2e_g, attrs)
                     self._span_tokens.add(obs.tokens, attrs)
             data = self.reader.get_metrics_data()
-        if data is None or not data.resource_metrics:
-            return None
-        return encode_metrics(data)
+            now_ns = time.time_ns()
+            requests = [_histogram(name, unit, description, bounds, points, now_ns) for
+                        (name, unit, description, bounds), points in zip(
+                            REQUEST_HISTOGRAMS, self._requests.collect(now_ns), strict=True) if points]
+        data = self._with_metrics(data, requests)
+        return encode_metrics(data) if data is not None else None
+
+    def _with_metrics(self, data: MetricsData | None, metrics: list[Metric]) -> MetricsData | None:
+        """What the SDK collected with ``metrics`` added to the collector's scope (None: nothing at all)."""
+        rms = list(data.resource_metrics) if data is not None else []
+        if not metrics:
+            return data if rms else None
+        if not rms:
+            rms = [ResourceMetrics(self.resource, [], "")]
+        scopes = list(rms[0].scope_metrics)
+        mine = next((i for i, s in enumerate(scopes) if s.scope.name == METER_NAME), None)
+        if mine is None:
+            scopes.append(ScopeMetrics(InstrumentationScope(METER_NAME), metrics, ""))
+        else:
+            scopes[mine] = ScopeMetrics(scopes[mine].scope, [*metrics, *scopes[mine].metrics], scopes[mine].schema_url)
+        rms[0] = ResourceMetrics(rms[0].resource, scopes, rms[0].schema_url)
+        return MetricsData(rms)
 
     def shutdown(self) -> None:
         self.provider.shutdown()

@@ -187,6 +187,8 @@ METRIC_COLLECTOR_SPANS_PENDING: Final = "carbonspan.collector.spans.pending"
 
 # metric attribute keys used only on outputs
 CARBON_INTENSITY_FALLBACK: Final = "carbon.intensity.fallback"
+#: the series that takes a metric's values beyond its cardinality limit (as the OTel SDK names it)
+OTEL_METRIC_OVERFLOW: Final = "otel.metric.overflow"
 REJECT_REASON: Final = "reason"
 
 # --------------------------------------------------------------------------------------------
