@@ -27,6 +27,8 @@ from carbonspan.processors import semconv
 
 #: the SDK's default cardinality limit per instrument
 DEFAULT_MAX_SERIES = 2000
+#: values waiting to be folded, at most: memory stays bounded however long the collection interval
+FOLD_EVERY = 4096
 _OVERFLOW_KEY = object()  # no attribute values can equal it
 
 
@@ -98,9 +100,16 @@ class BatchedHistograms:
     def add(self, key: tuple, values: Sequence[float]) -> None:
         """One request: ``key`` holds the values of ``attribute_names``, ``values`` one per histogram."""
         self._pending.append((key, values))
+        if len(self._pending) >= FOLD_EVERY:
+            self._fold()
 
     def collect(self, now_ns: int) -> list[list[HistogramPoint]]:
         """Each histogram's points, cumulative up to now (series without a value left out)."""
+        self._fold()
+        self._last_collect_ns = now_ns
+        return [self._points(histogram) for histogram in self._histograms]
+
+    def _fold(self) -> None:
         pending, self._pending = self._pending, []
         if pending:
             rows = np.fromiter((self._row(key) for key, _ in pending), dtype=np.intp, count=len(pending))
@@ -108,8 +117,6 @@ class BatchedHistograms:
             for column, histogram in enumerate(self._histograms):
                 histogram.grow(len(self._attributes))
                 self.dropped += histogram.fold(rows, values[:, column])
-        self._last_collect_ns = now_ns
-        return [self._points(histogram) for histogram in self._histograms]
 
     def _row(self, key: Hashable) -> int:
         row = self._series.get(key)
