@@ -111,7 +111,7 @@ class RollupStage(Stage):
         self._held = 0
         self._join = after if isinstance(after, CarbonStage) else None
         if self._join is not None and self._join.figures is None:
-            self._join.figures = {}
+            self._join.figures = []
 
     def traces(self, batch: list[ResourceSpans], now_ns: int) -> list[ResourceSpans]:
         self._held += span_count(batch)  # before the roll-up takes the spans it holds out of the batch

@@ -74,8 +74,10 @@ OUTPUT_ATTRIBUTES = frozenset({
 #: the counterfactuals', and the roll-up's: a span that is fresh for the join is so for the roll-up too,
 #: which then appends its summary unlooked (SpanPart.unsummarised).
 _OUTPUT_PREFIXES = (semconv.CARBON_COUNTERFACTUAL_PREFIX, semconv.CARBON_REQUEST_PREFIX)
-#: (trace id, span id) -> what a roll-up sums of the span, as the join read or wrote it.
-SpanFigures = dict[tuple[bytes, bytes], SpanPart]
+#: what a roll-up sums of each span handed on, as the join read or wrote it: one entry per span, in
+#: the order the messages handed on list them (None: a span the join wrote nothing on). By position,
+#: not by (trace id, span id): reading the ids back and keying a dict cost more than the figures save.
+SpanFigures = list[SpanPart | None]
 
 
 @dataclass(frozen=True)
@@ -164,8 +166,6 @@ class _Pending:
     start_ns: int = 0
     end_ns: int = 0
     fresh: bool = True  # none of the attributes the join writes is on the span yet
-    trace_id: bytes = b""
-    span_id: bytes = b""
     released: bool = False
     #: a compute span's (energy, idle share, embodied, quality, embodied source, tokens), priced with its release
     priced: tuple | None = None
@@ -226,6 +226,9 @@ class CarbonJoin:
             node = self._node(rs.resource)
             if node is None:
                 passed.append(rs)  # nothing to price: it goes on as it came
+                if figures is not None:
+                    for ss in rs.scope_spans:
+                        figures += [None] * len(ss.spans)
                 continue
             held_rs = None
             taken: list[tuple[ResourceSpans, ScopeSpans, list[int]]] = []
@@ -243,8 +246,7 @@ class CarbonJoin:
                         held_rs = held_rs or ResourceSpans(resource=rs.resource, schema_url=rs.schema_url)
                         held_ss = ScopeSpans(scope=ss.scope, schema_url=ss.schema_url)
                     pending = _Pending(span.SerializeToString(), node, held_rs, held_ss,
-                                       now_ns + self.settings.deadline_ns, inputs, start, end, fresh,
-                                       span.trace_id, span.span_id)
+                                       now_ns + self.settings.deadline_ns, inputs, start, end, fresh)
                     self._pending += 1
                     seq = next(self._seq)
                     heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (end, seq, pending))
@@ -266,7 +268,8 @@ class CarbonJoin:
         """Enrich and return every span whose data has arrived, whose deadline passed, or all.
 
         With ``figures``, each enriched span's attributes that the join read or wrote are put there
-        too, so that the roll-up right after it need not read them back from the span."""
+        too (in the order of the messages returned), so that the roll-up right after it need not
+        read them back from the span."""
         out = []
         for gpu_ids, heap in self._by_gpus.items():
             marks = [self._watermark(g) for g in gpu_ids]
@@ -288,7 +291,7 @@ class CarbonJoin:
         self._windows.clear()
         self._pricers.clear()
         self._compact()
-        return groups.build()
+        return groups.build(figures)
 
     def gpu_ledger(self) -> list[GpuLedger]:
         return self.ledger.rows(self.telemetry)
@@ -494,10 +497,11 @@ class CarbonJoin:
             span = Span.FromString(pending.span)
             add_span_attributes(span, {**constants, **dict(zip(self._amounts.keys, amounts, strict=True))})
             enriched = span.SerializeToString()
-        groups.add(pending.resource_spans, pending.scope_spans, enriched)
         operational = amounts[2]
-        self._note(pending.trace_id, pending.span_id, inputs, pending.fresh, quality, energy, operational, embodied,
-                   figures)
+        if quality != semconv.QUALITY_MEASURED:
+            self.spans_flagged += 1
+        groups.add(pending.resource_spans, pending.scope_spans, enriched,
+                   None if figures is None else _part(inputs, pending.fresh, quality, energy, operational, embodied))
         key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
                node.service_name)
         sums = self._observations.get(key)
@@ -518,21 +522,9 @@ class CarbonJoin:
             span.MergeFromString(encoded)
         else:
             add_span_attributes(span, values)
-        self._note(span.trace_id, span.span_id, inputs, fresh, semconv.QUALITY_MEASURED, 0.0,
-                   values[semconv.CARBON_OPERATIONAL_GCO2E], 0.0, figures)
-
-    def _note(self, trace_id: bytes, span_id: bytes, inputs: dict, fresh: bool, quality: str, energy: float,
-              operational: float, embodied: float, figures: SpanFigures | None) -> None:
-        """Count a flagged span; with ``figures``, what a roll-up sums of it, and no more: the
-        roll-up keeps these until the span's trace is complete."""
-        if quality != semconv.QUALITY_MEASURED:
-            self.spans_flagged += 1
         if figures is not None:
-            get = inputs.get
-            # the join's outputs were not there (fresh), so neither are the roll-up's
-            figures[(trace_id, span_id)] = SpanPart(
-                get(semconv.CARBON_PHASE), get(semconv.GEN_AI_REQUEST_MODEL), get(semconv.GEN_AI_USAGE_INPUT_TOKENS),
-                get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS), quality, energy, operational, embodied, fresh)
+            figures.append(_part(inputs, fresh, semconv.QUALITY_MEASURED, 0.0, values[semconv.CARBON_OPERATIONAL_GCO2E],
+                                 0.0))
 
     def _amounts_of(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
                     embodied: float) -> list[float]:
@@ -591,3 +583,13 @@ class CarbonJoin:
                                  reading.source, reading.fallback)
         self._grid[key] = (reading, row)
         return reading
+
+
+def _part(inputs: dict, fresh: bool, quality: str, energy: float, operational: float, embodied: float) -> SpanPart:
+    """What a roll-up sums of an enriched span, and no more: the roll-up keeps it until the span's
+    trace is complete."""
+    get = inputs.get
+    # the join's outputs were not there (fresh), so neither are the roll-up's
+    return SpanPart(get(semconv.CARBON_PHASE), get(semconv.GEN_AI_REQUEST_MODEL),
+                    get(semconv.GEN_AI_USAGE_INPUT_TOKENS), get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS), quality, energy,
+                    operational, embodied, fresh)

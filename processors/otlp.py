@@ -204,29 +204,38 @@ class SpanGroups:
     """Serialized spans put into ResourceSpans/ScopeSpans again under the resource and scope they
     arrived with (one group per original message, in first-seen order). Kept as bytes until
     ``build``, which parses each scope's spans in one go: copying span messages one by one costs
-    several times as much (a deep copy per attribute), and bytes keep no received request alive."""
+    several times as much (a deep copy per attribute), and bytes keep no received request alive.
+    Each span may carry a ``tag`` (the join's figures for the roll-up), handed back by ``build`` in
+    the order the built messages list the spans, which is not the order they were added in."""
 
     def __init__(self) -> None:
-        self._scopes: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[bytes]]] = {}
+        self._scopes: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[bytes], list[Any]]] = {}
 
-    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: bytes) -> None:
+    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: bytes, tag: Any = None) -> None:
         key = (id(src_resource), id(src_scope))
         entry = self._scopes.get(key)
         if entry is None:
-            entry = self._scopes[key] = (src_resource, src_scope, [])
+            entry = self._scopes[key] = (src_resource, src_scope, [], [])
         entry[2].append(span)
+        entry[3].append(tag)
 
-    def build(self) -> list[ResourceSpans]:
+    def build(self, tags: list[Any] | None = None) -> list[ResourceSpans]:
+        """The messages; with ``tags``, the spans' tags appended to it in the messages' order."""
         out: list[ResourceSpans] = []
-        by_resource: dict[int, ResourceSpans] = {}
-        for src_resource, src_scope, spans in self._scopes.values():
-            rs = by_resource.get(id(src_resource))
-            if rs is None:
-                rs = by_resource[id(src_resource)] = ResourceSpans(resource=src_resource.resource,
-                                                                   schema_url=src_resource.schema_url)
-                out.append(rs)
-            ss = rs.scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
+        by_resource: dict[int, tuple[ResourceSpans, list[list[Any]]]] = {}
+        for src_resource, src_scope, spans, scope_tags in self._scopes.values():
+            built = by_resource.get(id(src_resource))
+            if built is None:
+                built = by_resource[id(src_resource)] = (
+                    ResourceSpans(resource=src_resource.resource, schema_url=src_resource.schema_url), [])
+                out.append(built[0])
+            ss = built[0].scope_spans.add(scope=src_scope.scope, schema_url=src_scope.schema_url)
             ss.MergeFromString(_SpansWire(spans=spans).SerializeToString())
+            built[1].append(scope_tags)
+        if tags is not None:
+            for _, resource_tags in by_resource.values():
+                for scope_tags in resource_tags:
+                    tags += scope_tags
         return out
 
 

@@ -18,7 +18,7 @@ serialized, the summary appended to the carrier's bytes. Every other span goes o
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -52,6 +52,7 @@ _ENERGY, _OPERATIONAL, _EMBODIED = (semconv.CARBON_ENERGY_JOULES, semconv.CARBON
                                     semconv.CARBON_EMBODIED_GCO2E)
 _PREFILL, _DECODE, _COMPUTE = semconv.PHASE_PREFILL, semconv.PHASE_DECODE, semconv.COMPUTE_PHASES
 _NO_KEYS: frozenset[str] = frozenset()  # the summary's keys are known by their prefix alone
+_END = object()  # past the last of the join's figures
 
 
 class SpanPart(NamedTuple):
@@ -200,26 +201,30 @@ class RequestRollup:
         return len(self._rooted) + len(self._rootless)
 
     def add(self, resource_spans: Iterable[ResourceSpans], now_ns: int,
-            figures: Mapping[tuple[bytes, bytes], SpanPart] | None = None) -> None:
+            figures: Sequence[SpanPart | None] | None = None) -> None:
         """Sum the spans into their traces; hold those that may carry a summary, pass the others on at
         the next ``release``. ``figures`` (from ``CarbonJoin.add_spans`` or ``release`` right before,
-        nothing in between) saves reading back the attributes the join wrote."""
+        nothing in between: one entry per span, in the order of the messages) saves reading back the
+        attributes the join wrote."""
         self._batch += 1
         batch = list(resource_spans)
         new: list[_Held] = []
         completed = self._completed
+        parts = iter(figures or ())
         for rs in batch:
             origin = _Origin(rs)
             for ss in rs.scope_spans:
                 for index, span in enumerate(ss.spans):
+                    known = next(parts, None)  # by position: a span past the figures' end is read
                     trace_id = span.trace_id
                     if trace_id in completed:
                         self.late_spans += 1
                         continue
-                    known = figures.get((trace_id, span.span_id)) if figures else None
                     held = self._add(rs, ss, span, index, trace_id, origin, known, now_ns)
                     if held is not None:
                         new.append(held)
+        if next(parts, _END) is not _END:
+            raise ValueError("more figures than spans: they must come from the join right before")
         self._take_out([h for h in new if h.held])
         self._whole += [rs for rs in batch if any(ss.spans for ss in rs.scope_spans)]
 

@@ -56,16 +56,17 @@ def _run(use_figures: bool, join: CarbonJoin | None = None, stale: bool = False,
     router_res = {semconv.SERVICE_NAME: "router", semconv.CLOUD_REGION: "us-east-1"}
     batch = [spans(router_res, router_specs)] * (not rootless) + [spans(prefill_res, _ids(prefill_specs, 1)),
                                                                   spans(decode_res, _ids(decode_specs, 2))]
-    figures: dict | None = {} if use_figures else None
+    figures: list | None = [] if use_figures else None
     passed = join.add_spans(batch, T0, figures=figures)
     if use_figures:
-        assert len(figures) == 12  # the queue and kv_transfer spans go on at once: not the routers' roots
+        # one per span passed on: the queue and kv_transfer spans go on at once, the routers' roots untouched
+        assert len(figures) == 12 + 6 * (not rootless) and sum(f is not None for f in figures) == 12
     rollup.add(passed, T0, figures)
     if use_figures:
         figures.clear()  # read, as the collector's roll-up stage does
     released = join.release(T0 + 20 * SECOND, figures=figures)
     if use_figures:
-        assert len(figures) == 12  # the prefill and decode spans, priced
+        assert len(figures) == 12 and None not in figures  # the prefill and decode spans, priced
     rollup.add(released, T0 + 20 * SECOND, figures)
     out = rollup.release(T0 + 20 * SECOND)
     return out.requests, [rs.SerializeToString() for rs in out.spans]
@@ -114,3 +115,11 @@ def test_per_span_counters_get_one_sum_per_label_set():
     assert sum(o.co2e_g for o in observations) == pytest.approx(sum(s.total_g for s in summaries))
     assert {o.phase: o.tokens for o in observations} == {semconv.PHASE_PREFILL: 6 * 512, semconv.PHASE_DECODE: 6 * 64}
     assert join.span_observations() == []  # drained
+
+
+def test_the_rollup_refuses_figures_that_do_not_line_up_with_the_spans():
+    """The figures go by position: one too many means they came from other messages."""
+    rollup = RequestRollup(RollupSettings(settle_ns=0, idle_timeout_ns=0))
+    batch = [spans({semconv.SERVICE_NAME: "router"}, [SpanSpec(None, T0, T0 + SECOND, name="POST")])]
+    with pytest.raises(ValueError, match="more figures than spans"):
+        rollup.add(batch, T0, [None, None])

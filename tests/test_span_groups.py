@@ -1,5 +1,6 @@
 """SpanGroups puts serialized spans back under the resource and scope they arrived with, one parse
-per scope; the messages it builds must equal those built span by span."""
+per scope; the messages it builds must equal those built span by span, and the spans' tags (the
+join's figures for the roll-up, by position) must follow the spans' order in them."""
 
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ def test_spans_go_back_under_their_resource_and_scope_in_first_seen_order():
               (a, a.scope_spans[0], 0)]
     groups = SpanGroups()
     for rs, ss, index in placed:
-        groups.add(rs, ss, ss.spans[index].SerializeToString())
-    out = groups.build()
+        groups.add(rs, ss, ss.spans[index].SerializeToString(), tag=ss.spans[index].name)
+    tags: list = ["before"]
+    out = groups.build(tags)
     expected = []
     for rs, scopes in ((b, [(b.scope_spans[0], [1, 0])]), (a, [(a.scope_spans[1], [0]), (a.scope_spans[0], [2, 0])])):
         built = ResourceSpans(resource=rs.resource, schema_url=rs.schema_url)
@@ -38,4 +40,6 @@ def test_spans_go_back_under_their_resource_and_scope_in_first_seen_order():
         expected.append(built)
     assert out == expected
     assert [s.name for rs in out for ss in rs.scope_spans for s in ss.spans] == ["b-1", "b-0", "a-second", "a-2", "a-0"]
+    # each span's tag, appended in the order the messages list the spans (not the order they were added in)
+    assert tags == ["before", "b-1", "b-0", "a-second", "a-2", "a-0"]
     assert SpanGroups().build() == []
