@@ -64,9 +64,10 @@ class SpanPart(NamedTuple):
     input_tokens: Any
     output_tokens: Any
     quality: str | None  # None: not priced (a router's span, or one without GPUs)
-    energy_j: Any
-    operational_g: Any
-    embodied_g: Any
+    #: floats (0.0 where a span read back has none or no number), as the join hands them over
+    energy_j: float
+    operational_g: float
+    embodied_g: float
     #: no ``carbon.request.*`` attribute is on the span: the summary is appended without a look
     unsummarised: bool
 
@@ -74,8 +75,8 @@ class SpanPart(NamedTuple):
 def _read_part(span: Span) -> SpanPart:
     attrs, unsummarised = read_attributes(span.attributes, _SUMMARY_INPUTS, _NO_KEYS, semconv.CARBON_REQUEST_PREFIX)
     get = attrs.get
-    return SpanPart(get(_PHASE), get(_MODEL), get(_INPUT), get(_OUTPUT), get(_QUALITY), get(_ENERGY),
-                    get(_OPERATIONAL), get(_EMBODIED), unsummarised)
+    return SpanPart(get(_PHASE), get(_MODEL), get(_INPUT), get(_OUTPUT), get(_QUALITY), _number(get(_ENERGY)),
+                    _number(get(_OPERATIONAL)), _number(get(_EMBODIED)), unsummarised)
 
 
 @dataclass(frozen=True)
@@ -143,8 +144,8 @@ class _Held:
 
 
 def _number(value) -> float:
-    """``as_float(value) or 0.0``, without the call for the floats the join hands over."""
-    return (value or 0.0) if type(value) is float else (as_float(value) or 0.0)
+    """``as_float(value) or 0.0``: a figure read back from a span, as the summary sums it."""
+    return as_float(value) or 0.0
 
 
 class _Trace:
@@ -384,9 +385,6 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
             continue  # not priced: a router's span, or one without GPUs
         if phase in _COMPUTE:
             quality = semconv.worse_quality(quality, span_quality)
-        span_energy = _number(span_energy)
-        span_operational = _number(span_operational)
-        span_embodied = _number(span_embodied)
         energy += span_energy
         operational += span_operational
         embodied += span_embodied
@@ -401,27 +399,15 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
         if not route_names or route_names[-1] != where:
             route_names.append(where)
     count = len(trace.parts)
-    summary = RequestSummary(
-        trace_id=trace_id,
-        model=model,
-        service_name=carrier.origin.service_name,
-        route=">".join(route_names),
-        energy_j=energy,
-        operational_g=operational,
-        embodied_g=embodied,
-        total_g=operational + embodied,
-        by_phase=by_phase,
-        by_region=by_region,
-        quality=quality,
-        span_count=count,
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-    )
+    route_name = ">".join(route_names)
+    # by position, in the fields' order: keywords cost a dict per call on the way into __init__
+    summary = RequestSummary(trace_id, model, carrier.origin.service_name, route_name, energy, operational, embodied,
+                             operational + embodied, by_phase, by_region, quality, count, input_tokens, output_tokens)
     amounts = [energy, operational, embodied, operational + embodied]
     for phase, grams in by_phase.items():
         amounts += (grams, by_phase_energy[phase])
     amounts += by_region.values()
-    others: dict = {semconv.CARBON_REQUEST_SPAN_COUNT: count, semconv.CARBON_REQUEST_ROUTE: summary.route}
+    others: dict = {semconv.CARBON_REQUEST_SPAN_COUNT: count, semconv.CARBON_REQUEST_ROUTE: route_name}
     if quality is not None:
         others[semconv.CARBON_REQUEST_QUALITY] = quality
     carrier_part = trace.parts[carrier.seq][0]
