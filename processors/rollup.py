@@ -274,9 +274,10 @@ class RequestRollup:
                 trace.orphans[parent] = item
             if first:
                 trace.earliest = item
-        for other in (dropped, orphan if first_orphan else None, earliest if first else None):
-            if other and not trace.needs(other):
-                self._free(other)
+        if item is not None or dropped is not None:  # else none of them changed role
+            for other in (dropped, orphan if first_orphan else None, earliest if first else None):
+                if other and not trace.needs(other):
+                    self._free(other)
         return item
 
     def _free(self, item: _Held) -> None:
@@ -363,6 +364,25 @@ def _summary_doubles(phases: tuple[str, ...], regions: tuple[str, ...]) -> Doubl
     return encoder
 
 
+#: the summary's other attributes by (span count, route, quality), and their encoding
+_SUMMARY_OTHERS: dict[tuple[int, str, str | None], tuple[dict, bytes]] = {}
+
+
+def _summary_others(count: int, route: str, quality: str | None) -> tuple[dict, bytes]:
+    """The summary's attributes that are not numbers, and their encoding: the same for every
+    request of a route and shape, so encoded once for them all."""
+    key = (count, route, quality)
+    cached = _SUMMARY_OTHERS.get(key)
+    if cached is None:
+        if len(_SUMMARY_OTHERS) > 4096:  # bounded: routes and shapes are few, but never trust input
+            _SUMMARY_OTHERS.clear()
+        others: dict = {semconv.CARBON_REQUEST_SPAN_COUNT: count, semconv.CARBON_REQUEST_ROUTE: route}
+        if quality is not None:
+            others[semconv.CARBON_REQUEST_QUALITY] = quality
+        cached = _SUMMARY_OTHERS[key] = (others, encode_span_attributes(others))
+    return cached
+
+
 def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary:
     energy = operational = embodied = input_tokens = output_tokens = 0.0
     by_phase: dict[str, float] = {}  # gCO2e
@@ -407,18 +427,14 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
     for phase, grams in by_phase.items():
         amounts += (grams, by_phase_energy[phase])
     amounts += by_region.values()
-    others: dict = {semconv.CARBON_REQUEST_SPAN_COUNT: count, semconv.CARBON_REQUEST_ROUTE: route_name}
-    if quality is not None:
-        others[semconv.CARBON_REQUEST_QUALITY] = quality
-    carrier_part = trace.parts[carrier.seq][0]
-    absent = carrier_part.unsummarised
-    if model and carrier_part.model is None:
-        others[semconv.GEN_AI_REQUEST_MODEL] = model
-        absent = False  # the key may be there without a value: looked up
     doubles = _summary_doubles(tuple(by_phase), tuple(by_region))
-    if absent:
-        carrier.span += encode_span_attributes(others) + doubles.encode(amounts)
-    else:
+    carrier_part = trace.parts[carrier.seq][0]
+    if carrier_part.unsummarised and not (model and carrier_part.model is None):
+        carrier.span += _summary_others(count, route_name, quality)[1] + doubles.encode(amounts)
+    else:  # a summary's keys are there, or the model's key may be there without a value: looked up
+        others = dict(_summary_others(count, route_name, quality)[0])
+        if model and carrier_part.model is None:
+            others[semconv.GEN_AI_REQUEST_MODEL] = model
         span = Span.FromString(carrier.span)
         add_span_attributes(span, {**others, **dict(zip(doubles.keys, amounts, strict=True))})
         carrier.span = span.SerializeToString()
