@@ -167,7 +167,8 @@ class _Pending:
     end_ns: int = 0
     fresh: bool = True  # none of the attributes the join writes is on the span yet
     released: bool = False
-    #: a compute span's (energy, idle share, embodied, quality, embodied source, tokens), priced with its release
+    #: a compute span's (energy, idle share, embodied, quality, tokens, time of its grid reading) and its
+    #: group's (phase, embodied source, observation key), priced with its release
     priced: tuple | None = None
 
 
@@ -280,14 +281,7 @@ class CarbonJoin:
             out.append(heapq.heappop(self._by_deadline)[2])
         self.ledger.advance(self.telemetry, self._load_metric, self._idle_watts)  # idle amortisation reads it
         self._price_release(out)
-        groups = SpanGroups()
-        for pending in out:
-            if pending.released:
-                continue
-            pending.released = True
-            self._pending -= 1
-            self._enrich_priced(groups, pending, figures)
-            pending.span = b""  # the heaps may still reference the entry until they are compacted
+        groups = self._enrich_priced(out, figures)
         self._windows.clear()
         self._pricers.clear()
         self._compact()
@@ -331,7 +325,9 @@ class CarbonJoin:
 
     def _price_group(self, node: NodeContext, phase: str, group: list[_Pending], a: np.ndarray, b: np.ndarray
                      ) -> None:
-        tokens = [self._tokens(p.inputs, phase) for p in group]
+        """Price one node's spans of one phase; what holds for all of them (the embodied source, the
+        observation key) is made once here, not per span where they are enriched."""
+        tokens = _tokens([p.inputs for p in group], phase)
         tokens_policy = self.settings.policy == POLICY_TOKENS
         measure = np.array(tokens) if tokens_policy else (b - a) * 1e-9
         rate_phase = phase if tokens_policy else None
@@ -351,9 +347,14 @@ class CarbonJoin:
                 embodied += facts.embodied_g_per_s * gpu_seconds
             sources.add(facts.embodied_source)
         source = "; ".join(sorted(sources)) or None
-        for pending, e, i, m, r, t in zip(group, (energy + idle).tolist(), idle.tolist(), embodied.tolist(),
-                                          rank.tolist(), tokens, strict=True):
-            pending.priced = (e, i, m, semconv.QUALITIES[r], source, t)
+        location = node.location
+        observation = (phase, self._gpu_facts(node.gpu_ids[0], node).model, location.provider, location.region,
+                       node.service_name)
+        qualities = semconv.QUALITIES
+        # the grid reading's time: the span's middle, a + (b - a) // 2 == (a + b) // 2 without overflow
+        for pending, e, i, m, r, t, mid in zip(group, (energy + idle).tolist(), idle.tolist(), embodied.tolist(),
+                                               rank.tolist(), tokens, (a + (b - a) // 2).tolist(), strict=True):
+            pending.priced = (e, i, m, qualities[r], t, mid, phase, source, observation)
 
     def _price_on_gpu(self, gpu_id: str, node: NodeContext, a: np.ndarray, b: np.ndarray, measure: np.ndarray,
                       rate_phase: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -415,14 +416,6 @@ class CarbonJoin:
         self._nodes[key] = node
         return node
 
-    @staticmethod
-    def _tokens(attrs: dict, phase: str) -> float:
-        tokens = as_float(attrs.get(semconv.CARBON_TOKENS))
-        if tokens is None:
-            fallback = _DEFAULT_TOKENS_ATTRIBUTE.get(phase, semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
-            tokens = as_float(attrs.get(fallback))
-        return max(tokens or 0.0, 0.0)
-
     def _gpu_facts(self, gpu_id: str, node: NodeContext | None = None) -> GpuFacts:
         """The GPU's model and the figures that follow from it; the node's resource may name the model."""
         key = (gpu_id, node.gpu_model if node is not None else None)
@@ -481,37 +474,50 @@ class CarbonJoin:
             return attribute_estimated(estimated_w, self._load_access(gpu_id)[0], a, b, measure)
         return GpuAttribution(0.0, 0.0, 0.0, semconv.QUALITY_MISSING)
 
-    def _enrich_priced(self, groups: SpanGroups, pending: _Pending, figures: SpanFigures | None) -> None:
-        """Put a priced compute span in its group with what the join writes, appended to its bytes
-        where it carries none of those attributes yet (the group parses a scope's spans at once)."""
-        node, inputs = pending.node, pending.inputs
-        a, b = pending.start_ns, max(pending.end_ns, pending.start_ns)
-        phase = inputs[semconv.CARBON_PHASE]
-        energy, idle, embodied, quality, embodied_source, tokens = pending.priced
-        reading = self._intensity(node.location, (a + b) // 2)
-        amounts = self._amounts_of(node, reading, (a + b) // 2, energy, idle, embodied)
-        constants, encoded = self._constant_output(node, reading, quality, embodied_source)
-        if pending.fresh:
-            enriched = pending.span + encoded + self._amounts.encode(amounts)
-        else:
-            span = Span.FromString(pending.span)
-            add_span_attributes(span, {**constants, **dict(zip(self._amounts.keys, amounts, strict=True))})
-            enriched = span.SerializeToString()
-        operational = amounts[2]
-        if quality != semconv.QUALITY_MEASURED:
-            self.spans_flagged += 1
-        groups.add(pending.resource_spans, pending.scope_spans, enriched,
-                   None if figures is None else _part(inputs, pending.fresh, quality, energy, operational, embodied))
-        key = (phase, self._gpu_facts(node.gpu_ids[0], node).model, node.location.provider, node.location.region,
-               node.service_name)
-        sums = self._observations.get(key)
-        if sums is None:
-            if len(self._observations) >= self.settings.max_observations:
-                return  # bounded: label sets are few, but never trust input
-            sums = self._observations[key] = [0.0, 0.0, 0.0]
-        sums[0] += energy
-        sums[1] += operational + embodied
-        sums[2] += tokens
+    def _enrich_priced(self, out: list[_Pending], figures: SpanFigures | None) -> SpanGroups:
+        """Put each priced compute span not yet released in its group with what the join writes,
+        appended to its bytes where it carries none of those attributes yet (the group parses a
+        scope's spans at once). In release order: the grid readings and the observations are met
+        in the order the spans go out."""
+        groups = SpanGroups()
+        add, intensity, amounts_of, constant_output = (groups.add, self._intensity, self._amounts_of,
+                                                       self._constant_output)
+        encode, keys, observations = self._amounts.encode, self._amounts.keys, self._observations
+        released = flagged = 0
+        for pending in out:
+            if pending.released:
+                continue
+            pending.released = True
+            released += 1
+            node = pending.node
+            energy, idle, embodied, quality, tokens, mid, phase, source, observation = pending.priced
+            reading = intensity(node.location, mid)
+            amounts = amounts_of(node, reading, mid, energy, idle, embodied)
+            constants, encoded = constant_output(node, reading, quality, source)
+            if pending.fresh:
+                enriched = pending.span + encoded + encode(amounts)
+            else:
+                span = Span.FromString(pending.span)
+                add_span_attributes(span, {**constants, **dict(zip(keys, amounts, strict=True))})
+                enriched = span.SerializeToString()
+            pending.span = b""  # the heaps may still reference the entry until they are compacted
+            operational = amounts[2]
+            if quality != semconv.QUALITY_MEASURED:
+                flagged += 1
+            add(pending.resource_spans, pending.scope_spans, enriched,
+                None if figures is None else _part(pending.inputs, pending.fresh, quality, energy, operational,
+                                                   embodied))
+            sums = observations.get(observation)
+            if sums is None:
+                if len(observations) >= self.settings.max_observations:
+                    continue  # bounded: label sets are few, but never trust input
+                sums = observations[observation] = [0.0, 0.0, 0.0]
+            sums[0] += energy
+            sums[1] += operational + embodied
+            sums[2] += tokens
+        self._pending -= released
+        self.spans_flagged += flagged
+        return groups
 
     def _enrich_unpriced(self, span: Span, node: NodeContext, inputs: dict, fresh: bool, a: int, b: int,
                          figures: SpanFigures | None) -> None:
@@ -583,6 +589,19 @@ class CarbonJoin:
                                  reading.source, reading.fallback)
         self._grid[key] = (reading, row)
         return reading
+
+
+def _tokens(inputs: list[dict], phase: str) -> list[float]:
+    """The tokens each span computed: its carbon.tokens, else the phase's usage attribute; 0 where
+    neither is a number. The fallback is looked up once for the spans of one phase."""
+    fallback = _DEFAULT_TOKENS_ATTRIBUTE.get(phase, semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
+    out = []
+    for attrs in inputs:
+        tokens = as_float(attrs.get(semconv.CARBON_TOKENS))
+        if tokens is None:
+            tokens = as_float(attrs.get(fallback))
+        out.append(max(tokens or 0.0, 0.0))
+    return out
 
 
 def _part(inputs: dict, fresh: bool, quality: str, energy: float, operational: float, embodied: float) -> SpanPart:
