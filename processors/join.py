@@ -161,7 +161,6 @@ class _Pending:
     node: NodeContext
     resource_spans: ResourceSpans
     scope_spans: ScopeSpans
-    deadline_ns: int
     inputs: dict  # the span attributes the join reads, read once on arrival
     start_ns: int = 0
     end_ns: int = 0
@@ -223,6 +222,11 @@ class CarbonJoin:
         compute spans wait, taken out of their messages, for ``release``; ``figures`` as there.
         The messages handed in are changed: a caller that feeds them elsewhere too passes copies."""
         passed = []
+        # per call, not per span: the look-ups below run for every span received
+        deadline_ns, by_deadline, seq, compute_phases = (now_ns + self.settings.deadline_ns, self._by_deadline,
+                                                          self._seq, semconv.COMPUTE_PHASES)
+        intensity, heappush, measured = self._intensity, heapq.heappush, semconv.QUALITY_MEASURED
+        held = 0
         for rs in resource_spans:
             node = self._node(rs.resource)
             if node is None:
@@ -231,7 +235,11 @@ class CarbonJoin:
                     for ss in rs.scope_spans:
                         figures += [None] * len(ss.spans)
                 continue
-            held_rs = None
+            held_rs = by_gpus = None
+            location = node.location
+            #: what the join writes on the node's spans that computed nothing, for the last grid reading:
+            #: the same while the provider hands out the same reading (``_unpriced_output``'s entry)
+            reading = unpriced = None
             taken: list[tuple[ResourceSpans, ScopeSpans, list[int]]] = []
             for ss in rs.scope_spans:
                 held_ss, indexes = None, []
@@ -239,25 +247,37 @@ class CarbonJoin:
                     inputs, fresh = read_attributes(span.attributes, _ENRICH_INPUTS, OUTPUT_ATTRIBUTES,
                                                     _OUTPUT_PREFIXES)
                     start, end = span.start_time_unix_nano, span.end_time_unix_nano
-                    if inputs.get(semconv.CARBON_PHASE) not in semconv.COMPUTE_PHASES:
-                        self._enrich_unpriced(span, node, inputs, fresh, start, max(start, end), figures)
+                    if inputs.get(semconv.CARBON_PHASE) not in compute_phases:
+                        # computed nothing (queue, kv_transfer): enriched in place
+                        mid = (start + (end if end > start else start)) // 2
+                        last, reading = reading, intensity(location, mid)
+                        if reading is not last:
+                            unpriced = self._unpriced_output(node, reading, mid)
+                        if fresh:
+                            span.MergeFromString(unpriced[1])
+                        else:
+                            add_span_attributes(span, unpriced[0])
+                        if figures is not None:
+                            figures.append(_part(inputs, fresh, measured, 0.0,
+                                                 unpriced[0][semconv.CARBON_OPERATIONAL_GCO2E], 0.0))
                         continue
                     if held_ss is None:
                         # copies: a held span must not keep the message it came in alive (see _Pending)
                         held_rs = held_rs or ResourceSpans(resource=rs.resource, schema_url=rs.schema_url)
                         held_ss = ScopeSpans(scope=ss.scope, schema_url=ss.schema_url)
-                    pending = _Pending(span.SerializeToString(), node, held_rs, held_ss,
-                                       now_ns + self.settings.deadline_ns, inputs, start, end, fresh)
-                    self._pending += 1
-                    seq = next(self._seq)
-                    heapq.heappush(self._by_gpus.setdefault(node.gpu_ids, []), (end, seq, pending))
-                    heapq.heappush(self._by_deadline, (pending.deadline_ns, seq, pending))
+                        by_gpus = by_gpus or self._by_gpus.setdefault(node.gpu_ids, [])
+                    pending = _Pending(span.SerializeToString(), node, held_rs, held_ss, inputs, start, end, fresh)
+                    number = next(seq)
+                    heappush(by_gpus, (end, number, pending))
+                    heappush(by_deadline, (deadline_ns, number, pending))
                     indexes.append(index)
                 if indexes:
+                    held += len(indexes)
                     taken.append((rs, ss, indexes))
             take_out_spans(taken)
             if rs.scope_spans:
                 passed.append(rs)
+        self._pending += held
         return passed
 
     @property
@@ -518,19 +538,6 @@ class CarbonJoin:
         self._pending -= released
         self.spans_flagged += flagged
         return groups
-
-    def _enrich_unpriced(self, span: Span, node: NodeContext, inputs: dict, fresh: bool, a: int, b: int,
-                         figures: SpanFigures | None) -> None:
-        """A span of a GPU node that computed nothing (queue, kv_transfer), in place: the same
-        attributes for every such span of the node while the grid reading holds."""
-        values, encoded = self._unpriced_output(node, self._intensity(node.location, (a + b) // 2), (a + b) // 2)
-        if fresh:
-            span.MergeFromString(encoded)
-        else:
-            add_span_attributes(span, values)
-        if figures is not None:
-            figures.append(_part(inputs, fresh, semconv.QUALITY_MEASURED, 0.0, values[semconv.CARBON_OPERATIONAL_GCO2E],
-                                 0.0))
 
     def _amounts_of(self, node: NodeContext, reading: IntensityReading, time_ns: int, energy: float, idle: float,
                     embodied: float) -> list[float]:
