@@ -167,7 +167,7 @@ class _Pending:
     fresh: bool = True  # none of the attributes the join writes is on the span yet
     released: bool = False
     #: a compute span's (energy, idle share, embodied, quality, tokens, time of its grid reading) and its
-    #: group's (phase, embodied source, observation key), priced with its release
+    #: group's (embodied source, observation key), priced with its release
     priced: tuple | None = None
 
 
@@ -225,7 +225,7 @@ class CarbonJoin:
         # per call, not per span: the look-ups below run for every span received
         deadline_ns, by_deadline, seq, compute_phases = (now_ns + self.settings.deadline_ns, self._by_deadline,
                                                           self._seq, semconv.COMPUTE_PHASES)
-        intensity, heappush, measured = self._intensity, heapq.heappush, semconv.QUALITY_MEASURED
+        provider, heappush, measured = self.intensity.intensity, heapq.heappush, semconv.QUALITY_MEASURED
         held = 0
         for rs in resource_spans:
             node = self._node(rs.resource)
@@ -250,8 +250,9 @@ class CarbonJoin:
                     if inputs.get(semconv.CARBON_PHASE) not in compute_phases:
                         # computed nothing (queue, kv_transfer): enriched in place
                         mid = (start + (end if end > start else start)) // 2
-                        last, reading = reading, intensity(location, mid)
-                        if reading is not last:
+                        found = provider(location, mid)
+                        if found is not reading:
+                            reading = self._note_reading(location, found)
                             unpriced = self._unpriced_output(node, reading, mid)
                         if fresh:
                             span.MergeFromString(unpriced[1])
@@ -374,7 +375,7 @@ class CarbonJoin:
         # the grid reading's time: the span's middle, a + (b - a) // 2 == (a + b) // 2 without overflow
         for pending, e, i, m, r, t, mid in zip(group, (energy + idle).tolist(), idle.tolist(), embodied.tolist(),
                                                rank.tolist(), tokens, (a + (b - a) // 2).tolist(), strict=True):
-            pending.priced = (e, i, m, qualities[r], t, mid, phase, source, observation)
+            pending.priced = (e, i, m, qualities[r], t, mid, source, observation)
 
     def _price_on_gpu(self, gpu_id: str, node: NodeContext, a: np.ndarray, b: np.ndarray, measure: np.ndarray,
                       rate_phase: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -500,20 +501,31 @@ class CarbonJoin:
         scope's spans at once). In release order: the grid readings and the observations are met
         in the order the spans go out."""
         groups = SpanGroups()
-        add, intensity, amounts_of, constant_output = (groups.add, self._intensity, self._amounts_of,
-                                                       self._constant_output)
+        provider, amounts_of, constant_output = self.intensity.intensity, self._amounts_of, self._constant_output
         encode, keys, observations = self._amounts.encode, self._amounts.keys, self._observations
         released = flagged = 0
+        # what the last span had (the next one mostly shares them): its node and grid reading, its
+        # constant output with its quality and embodied source (_constant_output's entry for them),
+        # its scope's lists in ``groups``
+        node = reading = quality = source = constants = scope = None
         for pending in out:
             if pending.released:
                 continue
             pending.released = True
             released += 1
-            node = pending.node
-            energy, idle, embodied, quality, tokens, mid, phase, source, observation = pending.priced
-            reading = intensity(node.location, mid)
+            energy, idle, embodied, span_quality, tokens, mid, span_source, observation = pending.priced
+            found = provider(pending.node.location, mid)
+            if found is not reading or pending.node is not node:
+                node = pending.node
+                reading = self._note_reading(node.location, found)
+                constants = None
             amounts = amounts_of(node, reading, mid, energy, idle, embodied)
-            constants, encoded = constant_output(node, reading, quality, source)
+            if constants is None or span_quality is not quality or span_source is not source:
+                quality, source = span_quality, span_source
+                constants, encoded = constant_output(node, reading, quality, source)
+            if pending.scope_spans is not scope:
+                scope = pending.scope_spans
+                spans, tags = groups.scope(pending.resource_spans, scope)
             if pending.fresh:
                 enriched = pending.span + encoded + encode(amounts)
             else:
@@ -524,9 +536,9 @@ class CarbonJoin:
             operational = amounts[2]
             if quality != semconv.QUALITY_MEASURED:
                 flagged += 1
-            add(pending.resource_spans, pending.scope_spans, enriched,
-                None if figures is None else _part(pending.inputs, pending.fresh, quality, energy, operational,
-                                                   embodied))
+            spans.append(enriched)
+            tags.append(None if figures is None else _part(pending.inputs, pending.fresh, quality, energy, operational,
+                                                           embodied))
             sums = observations.get(observation)
             if sums is None:
                 if len(observations) >= self.settings.max_observations:
@@ -584,7 +596,12 @@ class CarbonJoin:
         return cached
 
     def _intensity(self, location: GridLocation, time_ns: int) -> IntensityReading:
-        reading = self.intensity.intensity(location, time_ns)
+        return self._note_reading(location, self.intensity.intensity(location, time_ns))
+
+    def _note_reading(self, location: GridLocation, reading: IntensityReading) -> IntensityReading:
+        """Keep the location's last reading and its row for ``grid_readings``. A loop over spans of
+        one location calls it only when the provider hands out another reading object: for the same
+        one it would change nothing."""
         key = (location.provider, location.region, location.zone)
         last = self._grid.get(key)
         if last is not None and last[0] is reading:
@@ -613,9 +630,11 @@ def _tokens(inputs: list[dict], phase: str) -> list[float]:
 
 def _part(inputs: dict, fresh: bool, quality: str, energy: float, operational: float, embodied: float) -> SpanPart:
     """What a roll-up sums of an enriched span, and no more: the roll-up keeps it until the span's
-    trace is complete."""
+    trace is complete. Made by ``tuple.__new__`` (as a named tuple's ``_make`` does): calling
+    ``SpanPart(...)`` goes through the type's call and its Python ``__new__``, for every span; the
+    fields are in their order, all of them."""
     get = inputs.get
     # the join's outputs were not there (fresh), so neither are the roll-up's
-    return SpanPart(get(semconv.CARBON_PHASE), get(semconv.GEN_AI_REQUEST_MODEL),
-                    get(semconv.GEN_AI_USAGE_INPUT_TOKENS), get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS), quality, energy,
-                    operational, embodied, fresh)
+    return tuple.__new__(SpanPart, (get(semconv.CARBON_PHASE), get(semconv.GEN_AI_REQUEST_MODEL),
+                                    get(semconv.GEN_AI_USAGE_INPUT_TOKENS), get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS),
+                                    quality, energy, operational, embodied, fresh))

@@ -214,12 +214,18 @@ class SpanGroups:
         self._scopes: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[bytes], list[Any]]] = {}
 
     def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: bytes, tag: Any = None) -> None:
+        spans, tags = self.scope(src_resource, src_scope)
+        spans.append(span)
+        tags.append(tag)
+
+    def scope(self, src_resource: ResourceSpans, src_scope: ScopeSpans) -> tuple[list[bytes], list[Any]]:
+        """The lists of a scope's spans and tags, to append to in step: a caller adding many spans
+        of one scope in a row looks its group up once (``add`` does it per span)."""
         key = (id(src_resource), id(src_scope))
         entry = self._scopes.get(key)
         if entry is None:
             entry = self._scopes[key] = (src_resource, src_scope, [], [])
-        entry[2].append(span)
-        entry[3].append(tag)
+        return entry[2], entry[3]
 
     def build(self, tags: list[Any] | None = None) -> list[ResourceSpans]:
         """The messages; with ``tags``, the spans' tags appended to it in the messages' order."""
