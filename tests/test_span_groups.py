@@ -9,7 +9,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans
 from otlp_data import SECOND, T0, SpanSpec, node_resource, spans
 
 from carbonspan.processors import semconv
-from carbonspan.processors.otlp import SpanGroups
+from carbonspan.processors.otlp import SpanGroups, take_out_spans
 
 
 def _request(service: str, n: int) -> ResourceSpans:
@@ -43,3 +43,19 @@ def test_spans_go_back_under_their_resource_and_scope_in_first_seen_order():
     # each span's tag, appended in the order the messages list the spans (not the order they were added in)
     assert tags == ["before", "b-1", "b-0", "a-second", "a-2", "a-0"]
     assert SpanGroups().build() == []
+
+
+def test_take_out_spans_deletes_runs_of_evenly_spaced_indexes_as_one_by_one():
+    """take_out_spans deletes each run of evenly spaced indexes with one sliced deletion: the spans
+    left, and the scopes dropped, are those deleting the indexes one by one from the last leaves."""
+    cases = [[], [0], [4], [1, 3, 5, 7, 9], [0, 1, 2, 6, 8, 10, 11], [9, 2, 5, 0], [2, 2, 5], list(range(12))]
+    for indexes in cases:
+        rs = _request("r", 12)
+        ss = rs.scope_spans[0]
+        expected = [s.name for s in ss.spans]
+        for index in sorted(indexes, reverse=True):
+            del expected[index]
+        take_out_spans([(rs, ss, list(indexes))])
+        left = [s.name for s in rs.scope_spans[0].spans] if expected else None
+        assert left == (expected or None), indexes
+        assert len(rs.scope_spans) == (2 if expected else 1)
