@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 #: short ids written to ``carbon.intensity.source`` (with ``:<year>`` when the row has one).
 SOURCE_GCP = "gcp-region-carbon-info"
@@ -44,8 +44,11 @@ _RESOLVE_CACHE_SIZE = 4096
 _DEFAULT_STEP_NS = 3600 * _NS_PER_S
 
 
-@dataclass(frozen=True)
-class GridLocation:
+class GridLocation(NamedTuple):
+    """Where a node draws its power. A named tuple, not a dataclass: providers look readings up by it
+    (``lru_cache``) for every span, and a tuple hashes in C where a dataclass's ``__hash__`` is a
+    Python call."""
+
     provider: str | None  # resource cloud.provider (OTel values: "aws", "gcp", "azure")
     region: str | None  # resource cloud.region
     zone: str | None  # resource carbon.grid.zone, if the node sets it (overrides mapping)
