@@ -145,7 +145,15 @@ class _Held:
 
 def _number(value) -> float:
     """``as_float(value) or 0.0``: a figure read back from a span, as the summary sums it."""
+    if value is None:  # the root's energy and grams: it has none
+        return 0.0
     return as_float(value) or 0.0
+
+
+#: the figures' types that the summary adds as they are: a float plus an int is the float plus
+#: ``float(int)`` (both rounded once), and ``as_float``'s ``or 0.0`` only turns -0.0 into 0.0,
+#: which changes no sum that starts at 0.0.
+_PLAIN_NUMBERS = frozenset({int, float})
 
 
 class _Trace:
@@ -398,12 +406,12 @@ def _summarise(trace_id: bytes, trace: _Trace, carrier: _Held) -> RequestSummary
         if phase in _ROUTE_PHASES:
             route.append((start, origin.where))
         if phase == _PREFILL:
-            input_tokens += as_float(span_input) or 0.0
+            input_tokens += span_input if type(span_input) in _PLAIN_NUMBERS else _number(span_input)
         elif phase == _DECODE:
-            output_tokens += as_float(span_output) or 0.0
+            output_tokens += span_output if type(span_output) in _PLAIN_NUMBERS else _number(span_output)
         if span_quality is None:
             continue  # not priced: a router's span, or one without GPUs
-        if phase in _COMPUTE:
+        if phase in _COMPUTE and span_quality != quality:  # the same quality again leaves it as it is
             quality = semconv.worse_quality(quality, span_quality)
         energy += span_energy
         operational += span_operational

@@ -202,3 +202,19 @@ def test_a_held_root_is_taken_out_of_its_message_which_goes_on_and_the_root_keep
     assert scope == "router-scope" and root.name == "root"
     assert attributes_to_dict(root.attributes)[semconv.CARBON_REQUEST_SPAN_COUNT] == 3
     assert out.requests[0].total_g == pytest.approx(0.102) and out.requests[0].service_name == "router"
+
+
+@pytest.mark.parametrize(("tokens", "expected"), [
+    ([512, 0.5], 512.5), (["12", -0.0], 12.0), ([True, 2**60 + 1], float(2**60 + 1)), (["n/a", 3.25], 3.25),
+])
+def test_token_counts_of_any_type_sum_as_their_float_value(tokens, expected):
+    """Ints and floats are added as they are, everything else through ``as_float`` (bools and
+    non-numbers count 0): the same sums as converting each first."""
+    rollup = RequestRollup(RollupSettings(settle_ns=0))
+    trace, root_id = os.urandom(16), os.urandom(8)
+    specs = [SpanSpec(None, T0, T0 + SECOND, trace_id=trace, span_id=root_id)]
+    specs += [priced(semconv.PHASE_PREFILL, T0 + i, T0 + SECOND, trace, root_id, 1.0, 0.1, 0.1,
+                     **{semconv.GEN_AI_USAGE_INPUT_TOKENS: value}) for i, value in enumerate(tokens)]
+    rollup.add([spans({semconv.SERVICE_NAME: "prefill"}, specs)], T0)
+    (summary,) = rollup.release(T0, flush=True).requests
+    assert summary.input_tokens == expected and type(summary.input_tokens) is float
