@@ -218,6 +218,17 @@ class SpanGroups:
         spans.append(span)
         tags.append(tag)
 
+    def extend(self, items: Iterable[tuple[ResourceSpans, ScopeSpans, bytes]]) -> None:
+        """``add`` for each (resource, scope, span), without tags: a run of spans of one scope (as
+        the spans held from one message mostly come) looks its group up once."""
+        last_resource = last_scope = spans = tags = None
+        for src_resource, src_scope, span in items:
+            if src_scope is not last_scope or src_resource is not last_resource:
+                spans, tags = self.scope(src_resource, src_scope)
+                last_resource, last_scope = src_resource, src_scope
+            spans.append(span)
+            tags.append(None)
+
     def scope(self, src_resource: ResourceSpans, src_scope: ScopeSpans) -> tuple[list[bytes], list[Any]]:
         """The lists of a scope's spans and tags, to append to in step: a caller adding many spans
         of one scope in a row looks its group up once (``add`` does it per span)."""

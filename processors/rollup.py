@@ -17,6 +17,7 @@ serialized, the summary appended to the carrier's bytes. Every other span goes o
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -75,8 +76,10 @@ class SpanPart(NamedTuple):
 def _read_part(span: Span) -> SpanPart:
     attrs, unsummarised = read_attributes(span.attributes, _SUMMARY_INPUTS, _NO_KEYS, semconv.CARBON_REQUEST_PREFIX)
     get = attrs.get
-    return SpanPart(get(_PHASE), get(_MODEL), get(_INPUT), get(_OUTPUT), get(_QUALITY), _number(get(_ENERGY)),
-                    _number(get(_OPERATIONAL)), _number(get(_EMBODIED)), unsummarised)
+    # by tuple.__new__, as the join makes them: the named tuple's call goes through its Python __new__
+    return tuple.__new__(SpanPart, (get(_PHASE), get(_MODEL), get(_INPUT), get(_OUTPUT), get(_QUALITY),
+                                    _number(get(_ENERGY)), _number(get(_OPERATIONAL)), _number(get(_EMBODIED)),
+                                    unsummarised))
 
 
 @dataclass(frozen=True)
@@ -198,7 +201,7 @@ class RequestRollup:
         # open traces by whether their root has come (each waits for a different quiet time), least recently seen first
         self._rooted: OrderedDict[bytes, _Trace] = OrderedDict()
         self._rootless: OrderedDict[bytes, _Trace] = OrderedDict()
-        self._touches = 0
+        self._touch = itertools.count(1)  # order of arrival over all traces (_Trace.touched)
         self._completed: OrderedDict[bytes, None] = OrderedDict()
         self._whole: list[ResourceSpans] = []  # messages that go on as they came (held spans taken out)
         self._loose: list[tuple[ResourceSpans, ScopeSpans, bytes]] = []  # held spans that need not be any more
@@ -218,7 +221,7 @@ class RequestRollup:
         self._batch += 1
         batch = list(resource_spans)
         new: list[_Held] = []
-        completed = self._completed
+        completed, rooted, rootless, touch = self._completed, self._rooted, self._rootless, self._touch
         parts = iter(figures or ())
         for rs in batch:
             origin = _Origin(rs)
@@ -226,38 +229,36 @@ class RequestRollup:
                 for index, span in enumerate(ss.spans):
                     known = next(parts, None)  # by position: a span past the figures' end is read
                     trace_id = span.trace_id
-                    if trace_id in completed:
+                    # summed into its trace here, in the loop: most spans need nothing else (a call each costs)
+                    trace = rooted.get(trace_id)
+                    if trace is not None:
+                        rooted.move_to_end(trace_id)
+                    elif trace_id in completed:  # an open trace's id never is
                         self.late_spans += 1
                         continue
-                    held = self._add(rs, ss, span, index, trace_id, origin, known, now_ns)
-                    if held is not None:
-                        new.append(held)
+                    else:
+                        trace = rootless.get(trace_id)
+                        if trace is None:
+                            trace = rootless[trace_id] = _Trace()
+                        else:
+                            rootless.move_to_end(trace_id)
+                    trace.last_seen_ns = now_ns
+                    trace.touched = next(touch)
+                    start = span.start_time_unix_nano
+                    trace.parts.append((known or _read_part(span), origin, start))
+                    if trace.root is None:  # once the root is there, no other span is held
+                        held = self._hold(trace, trace_id, rs, ss, span, index, start, origin)
+                        if held is not None:
+                            new.append(held)
         if next(parts, _END) is not _END:
             raise ValueError("more figures than spans: they must come from the join right before")
         self._take_out([h for h in new if h.held])
         self._whole += [rs for rs in batch if any(ss.spans for ss in rs.scope_spans)]
 
-    def _add(self, rs: ResourceSpans, ss: ScopeSpans, span: Span, index: int, trace_id: bytes, origin: _Origin,
-             known: SpanPart | None, now_ns: int) -> _Held | None:
-        """Sum the span into its trace; the span as held, or None where it need not be."""
-        trace = self._rooted.get(trace_id)
-        if trace is not None:
-            self._rooted.move_to_end(trace_id)
-        else:
-            trace = self._rootless.get(trace_id)
-            if trace is None:
-                trace = self._rootless[trace_id] = _Trace()
-            else:
-                self._rootless.move_to_end(trace_id)
-        trace.last_seen_ns = now_ns
-        self._touches += 1
-        trace.touched = self._touches
-        start = span.start_time_unix_nano
-        parts = trace.parts
-        seq = len(parts)
-        parts.append((known if known is not None else _read_part(span), origin, start))
-        if trace.root is not None:
-            return None
+    def _hold(self, trace: _Trace, trace_id: bytes, rs: ResourceSpans, ss: ScopeSpans, span: Span, index: int,
+              start: int, origin: _Origin) -> _Held | None:
+        """The span (just summed into its trace, which has no root yet) as held, or None where it need not be."""
+        seq = len(trace.parts) - 1
         parent = span.parent_span_id
         if not parent:
             item = _Held(start, seq, parent, rs, ss, span, origin, self._batch, index)
@@ -267,10 +268,11 @@ class RequestRollup:
             self._rooted[trace_id] = self._rootless.pop(trace_id)
             return item
         span_id = span.span_id
-        trace.ids.add(span_id)
-        dropped = trace.orphans.pop(span_id, None)  # their parent came: no longer orphans
-        is_orphan = parent not in trace.ids
-        orphan = trace.orphans.get(parent) if is_orphan else None
+        ids, orphans = trace.ids, trace.orphans
+        ids.add(span_id)
+        dropped = orphans.pop(span_id, None)  # their parent came: no longer orphans
+        is_orphan = parent not in ids
+        orphan = orphans.get(parent) if is_orphan else None
         earliest = trace.earliest
         # ties: the one that came first stays
         first_orphan = is_orphan and (orphan is None or start < orphan.start)
@@ -279,7 +281,7 @@ class RequestRollup:
         if first_orphan or first:
             item = _Held(start, seq, parent, rs, ss, span, origin, self._batch, index)
             if first_orphan:
-                trace.orphans[parent] = item
+                orphans[parent] = item
             if first:
                 trace.earliest = item
         if item is not None or dropped is not None:  # else none of them changed role
@@ -335,15 +337,14 @@ class RequestRollup:
                     break  # ordered by last seen: every later trace arrived more recently still
                 del traces[trace_id]
                 due.append((trace.touched, trace_id, trace))
-        due.sort(key=lambda d: d[0])
+        due.sort()  # by touched, which no two traces share: the tuples never compare further
         requests = []
         for _, trace_id, trace in due:
             self._remember(trace_id)
             requests.append(_summarise(trace_id, trace, trace.carrier()))
             items.extend((h.rs, h.ss, h.span) for h in trace.held())
         groups = SpanGroups()
-        for rs, ss, span in items:
-            groups.add(rs, ss, span)
+        groups.extend(items)
         return RollupOutput(spans=spans + groups.build(), requests=requests)
 
     def _remember(self, trace_id: bytes) -> None:

@@ -59,3 +59,16 @@ def test_take_out_spans_deletes_runs_of_evenly_spaced_indexes_as_one_by_one():
         left = [s.name for s in rs.scope_spans[0].spans] if expected else None
         assert left == (expected or None), indexes
         assert len(rs.scope_spans) == (2 if expected else 1)
+
+
+def test_extend_builds_what_adding_one_by_one_builds():
+    a, b = _request("a", 3), _request("b", 2)
+    placed = [(a, a.scope_spans[0], 0), (a, a.scope_spans[0], 2), (b, b.scope_spans[0], 1), (a, a.scope_spans[1], 0),
+              (a, a.scope_spans[0], 1), (b, b.scope_spans[0], 0)]
+    items = [(rs, ss, ss.spans[index].SerializeToString()) for rs, ss, index in placed]
+    one_by_one, extended = SpanGroups(), SpanGroups()
+    for rs, ss, span in items:
+        one_by_one.add(rs, ss, span)
+    extended.extend(items)
+    tags: list = []
+    assert extended.build(tags) == one_by_one.build() and tags == [None] * len(items)
