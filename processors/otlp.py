@@ -213,14 +213,9 @@ class SpanGroups:
     def __init__(self) -> None:
         self._scopes: dict[tuple[int, int], tuple[ResourceSpans, ScopeSpans, list[bytes], list[Any]]] = {}
 
-    def add(self, src_resource: ResourceSpans, src_scope: ScopeSpans, span: bytes, tag: Any = None) -> None:
-        spans, tags = self.scope(src_resource, src_scope)
-        spans.append(span)
-        tags.append(tag)
-
     def extend(self, items: Iterable[tuple[ResourceSpans, ScopeSpans, bytes]]) -> None:
-        """``add`` for each (resource, scope, span), without tags: a run of spans of one scope (as
-        the spans held from one message mostly come) looks its group up once."""
+        """Each (resource, scope, span), without a tag: a run of spans of one scope (as the spans
+        held from one message mostly come) looks its group up once."""
         last_resource = last_scope = spans = tags = None
         for src_resource, src_scope, span in items:
             if src_scope is not last_scope or src_resource is not last_resource:
@@ -231,7 +226,7 @@ class SpanGroups:
 
     def scope(self, src_resource: ResourceSpans, src_scope: ScopeSpans) -> tuple[list[bytes], list[Any]]:
         """The lists of a scope's spans and tags, to append to in step: a caller adding many spans
-        of one scope in a row looks its group up once (``add`` does it per span)."""
+        of one scope in a row looks its group up once."""
         key = (id(src_resource), id(src_scope))
         entry = self._scopes.get(key)
         if entry is None:

@@ -28,7 +28,9 @@ def test_spans_go_back_under_their_resource_and_scope_in_first_seen_order():
               (a, a.scope_spans[0], 0)]
     groups = SpanGroups()
     for rs, ss, index in placed:
-        groups.add(rs, ss, ss.spans[index].SerializeToString(), tag=ss.spans[index].name)
+        spans, tags = groups.scope(rs, ss)
+        spans.append(ss.spans[index].SerializeToString())
+        tags.append(ss.spans[index].name)
     tags: list = ["before"]
     out = groups.build(tags)
     expected = []
@@ -61,14 +63,16 @@ def test_take_out_spans_deletes_runs_of_evenly_spaced_indexes_as_one_by_one():
         assert len(rs.scope_spans) == (2 if expected else 1)
 
 
-def test_extend_builds_what_adding_one_by_one_builds():
+def test_extend_builds_what_appending_one_by_one_builds():
     a, b = _request("a", 3), _request("b", 2)
     placed = [(a, a.scope_spans[0], 0), (a, a.scope_spans[0], 2), (b, b.scope_spans[0], 1), (a, a.scope_spans[1], 0),
               (a, a.scope_spans[0], 1), (b, b.scope_spans[0], 0)]
     items = [(rs, ss, ss.spans[index].SerializeToString()) for rs, ss, index in placed]
     one_by_one, extended = SpanGroups(), SpanGroups()
     for rs, ss, span in items:
-        one_by_one.add(rs, ss, span)
+        spans, tags = one_by_one.scope(rs, ss)
+        spans.append(span)
+        tags.append(None)
     extended.extend(items)
     tags: list = []
     assert extended.build(tags) == one_by_one.build() and tags == [None] * len(items)
